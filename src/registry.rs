@@ -1,0 +1,396 @@
+//! Who is connected and who is in which network; every change and the notices it causes.
+//!
+//! One `parking_lot::Mutex` guards all of it. Each operation takes the lock, updates the maps and
+//! queues the resulting messages (`peer-discovered`, `peer-disconnected`, a routed signal) before
+//! letting go. Queueing is a non-blocking channel push, never socket I/O, so holding the lock for it is
+//! cheap, and it is what keeps every peer's view consistent: a peer can never hear that someone left
+//! and then, from a slower thread, that the same someone arrived.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::clock::unix_millis;
+use crate::outbox::PeerHandle;
+use crate::peer_id::PeerId;
+use crate::protocol;
+
+/// Why a new connection was not registered. Each maps to a 1008 close reason of the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// A live connection already uses this peer id.
+    Duplicate,
+    /// `MAX_CONNECTIONS` peers are connected.
+    Full,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl RegisterError {
+    /// The close reason the reference sends (contract §1).
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            RegisterError::Duplicate => "Peer already connected",
+            RegisterError::Full => "Maximum connections reached",
+            RegisterError::ShuttingDown => "Server shutting down",
+        }
+    }
+}
+
+/// Why a signal was not delivered; each becomes an `error` reply to the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// The sender has not announced, or the signal names another network than the sender's.
+    NotInNetwork,
+    /// No peer with that id is announced in the sender's network (here).
+    UnknownTarget,
+}
+
+/// Counts reported by `/health` and `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// WebSocket connections registered.
+    pub connections: usize,
+    /// Peers known (the same as connections: every connection is a peer).
+    pub peers: usize,
+    /// Connections that announced as hubs.
+    pub hubs: usize,
+    /// Networks with at least one announced peer.
+    pub networks: usize,
+}
+
+/// A hub connected to this server, as `/hubs` and `/hubstats` list it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubInfo {
+    #[serde(rename = "peerId")]
+    pub peer_id: PeerId,
+    #[serde(rename = "networkName")]
+    pub network_name: String,
+    #[serde(rename = "connectedAt")]
+    pub connected_at: u64,
+    #[serde(rename = "registeredAt")]
+    pub registered_at: u64,
+    pub data: Box<RawValue>,
+}
+
+/// What a peer told the server about itself when it announced.
+struct Announcement {
+    network: Arc<str>,
+    is_hub: bool,
+    /// The `data` of the `peer-discovered` that describes this peer, built once at announce.
+    discovery: Box<RawValue>,
+    announced_at: u64,
+}
+
+struct PeerEntry {
+    handle: Arc<PeerHandle>,
+    announced: Option<Announcement>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<PeerId, PeerEntry>,
+    networks: HashMap<Arc<str>, HashSet<PeerId>>,
+    shutting_down: bool,
+}
+
+/// The server's table of peers and networks.
+pub struct Registry {
+    state: Mutex<State>,
+    max_connections: usize,
+}
+
+impl Registry {
+    /// An empty registry that admits at most `max_connections` peers.
+    pub fn new(max_connections: usize) -> Registry {
+        Registry { state: Mutex::new(State::default()), max_connections }
+    }
+
+    /// Admits a new connection. A previous connection under the same id that is already closing is
+    /// replaced (and its network told it left); a live one makes this one a duplicate.
+    pub fn register(&self, handle: Arc<PeerHandle>) -> Result<(), RegisterError> {
+        let mut state = self.state.lock();
+        if state.shutting_down {
+            return Err(RegisterError::ShuttingDown);
+        }
+        if let Some(existing) = state.peers.get(&handle.peer_id) {
+            if !existing.handle.is_closing() {
+                return Err(RegisterError::Duplicate);
+            }
+            let stale = existing.handle.clone();
+            state.remove(stale.peer_id, "replaced");
+            stale.kill();
+        }
+        if state.peers.len() >= self.max_connections {
+            return Err(RegisterError::Full);
+        }
+        state.peers.insert(handle.peer_id, PeerEntry { handle, announced: None });
+        Ok(())
+    }
+
+    /// Forgets connection `serial` of `peer` and tells its network it left with `reason`.
+    /// Does nothing if that connection was already replaced or removed.
+    pub fn unregister(&self, peer: PeerId, serial: u64, reason: &str) {
+        let mut state = self.state.lock();
+        if state.peers.get(&peer).is_some_and(|entry| entry.handle.serial == serial) {
+            state.remove(peer, reason);
+        }
+    }
+
+    /// Puts `peer` into `network` (leaving any other network it was in) and exchanges
+    /// `peer-discovered` with every other peer there: each of them hears about the newcomer and the
+    /// newcomer hears about each of them (contract §2). Announcing again re-sends both directions,
+    /// as the reference does.
+    pub fn announce(&self, peer: PeerId, network: &str, is_hub: bool, discovery: Box<RawValue>) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let Some(entry) = state.peers.get(&peer) else { return };
+        if entry.announced.as_ref().is_some_and(|a| &*a.network != network) {
+            state.leave_network(peer, "network-change");
+        }
+        let network = state.join_network(peer, network);
+        if let Some(entry) = state.peers.get_mut(&peer) {
+            let announced_at = unix_millis();
+            entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, announced_at });
+        }
+
+        let state = &*state;
+        let Some(newcomer) = state.peers.get(&peer) else { return };
+        let Some(ours) = &newcomer.announced else { return };
+        for &other in state.networks.get(&network).into_iter().flatten() {
+            let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else { continue };
+            entry.handle.send_text(protocol::peer_discovered(&ours.discovery, &network, other));
+            if let Some(theirs) = &entry.announced {
+                newcomer.handle.send_text(protocol::peer_discovered(&theirs.discovery, &network, peer));
+            }
+        }
+    }
+
+    /// Takes `peer` out of its network and tells the others it left with `reason` (a `goodbye`).
+    /// The connection stays registered and may announce again.
+    pub fn leave(&self, peer: PeerId, reason: &str) {
+        self.state.lock().leave_network(peer, reason);
+    }
+
+    /// Delivers a signal built by `build(target)` from `sender` to `target`, both announced in
+    /// `network` (contract §3). The signal is built only once delivery is certain.
+    pub fn deliver_signal(
+        &self,
+        sender: PeerId,
+        network: &str,
+        target: PeerId,
+        build: impl FnOnce() -> String,
+    ) -> Result<(), RouteError> {
+        let state = self.state.lock();
+        let sender_network = state.peers.get(&sender).and_then(|e| e.announced.as_ref()).map(|a| &a.network);
+        if sender_network.is_none_or(|n| &**n != network) {
+            return Err(RouteError::NotInNetwork);
+        }
+        // A target in another network is reported exactly like a missing one, so that signalling
+        // cannot be used to probe who is connected elsewhere.
+        let target_entry = state
+            .peers
+            .get(&target)
+            .filter(|e| e.announced.as_ref().is_some_and(|a| &*a.network == network));
+        let Some(target_entry) = target_entry else { return Err(RouteError::UnknownTarget) };
+        target_entry.handle.send_text(build());
+        Ok(())
+    }
+
+    /// Every registered connection, for the sweeper and shutdown to work through without the lock.
+    pub fn handles(&self) -> Vec<Arc<PeerHandle>> {
+        self.state.lock().peers.values().map(|e| e.handle.clone()).collect()
+    }
+
+    /// Refuses new connections and stops leave notices (everyone is leaving), then returns every
+    /// connection so that it can be closed.
+    pub fn begin_shutdown(&self) -> Vec<Arc<PeerHandle>> {
+        let mut state = self.state.lock();
+        state.shutting_down = true;
+        state.peers.values().map(|e| e.handle.clone()).collect()
+    }
+
+    /// Current counts for the HTTP endpoints.
+    pub fn counts(&self) -> Counts {
+        let state = self.state.lock();
+        Counts {
+            connections: state.peers.len(),
+            peers: state.peers.len(),
+            hubs: state.peers.values().filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub)).count(),
+            networks: state.networks.len(),
+        }
+    }
+
+    /// The connected peers that announced as hubs.
+    pub fn hubs(&self) -> Vec<HubInfo> {
+        let state = self.state.lock();
+        let mut hubs: Vec<HubInfo> = state
+            .peers
+            .values()
+            .filter_map(|entry| {
+                let announced = entry.announced.as_ref().filter(|a| a.is_hub)?;
+                Some(HubInfo {
+                    peer_id: entry.handle.peer_id,
+                    network_name: announced.network.to_string(),
+                    connected_at: entry.handle.connected_at_ms,
+                    registered_at: announced.announced_at,
+                    data: announced.discovery.clone(),
+                })
+            })
+            .collect();
+        hubs.sort_by_key(|h| h.registered_at);
+        hubs
+    }
+}
+
+impl State {
+    /// Adds `peer` to `network`'s member set, creating it, and returns the shared network name.
+    fn join_network(&mut self, peer: PeerId, network: &str) -> Arc<str> {
+        let name: Arc<str> = match self.networks.get_key_value(network) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(network),
+        };
+        self.networks.entry(name.clone()).or_default().insert(peer);
+        name
+    }
+
+    /// Takes `peer` out of its network, if it announced, and tells the remaining members.
+    fn leave_network(&mut self, peer: PeerId, reason: &str) {
+        let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else { return };
+        let network = announced.network;
+        let Some(members) = self.networks.get_mut(&network) else { return };
+        members.remove(&peer);
+        if members.is_empty() {
+            self.networks.remove(&network);
+            return;
+        }
+        if self.shutting_down {
+            return;
+        }
+        for other in &self.networks[&network] {
+            if let Some(entry) = self.peers.get(other) {
+                let notice = protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other);
+                entry.handle.send_text(notice);
+            }
+        }
+    }
+
+    /// Forgets `peer` entirely, telling its network.
+    fn remove(&mut self, peer: PeerId, reason: &str) {
+        self.leave_network(peer, reason);
+        self.peers.remove(&peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Outbound, new_peer};
+    use crossbeam_channel::Receiver;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A registered-able peer whose queue the test can read; the socket is a real loopback pair.
+    struct TestPeer {
+        handle: Arc<PeerHandle>,
+        rx: Receiver<Outbound>,
+        _sockets: (TcpStream, TcpStream),
+    }
+
+    fn peer(n: u8, serial: u64) -> TestPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
+        let (handle, rx, _) = new_peer(id, serial, server.try_clone().unwrap(), 1 << 20);
+        TestPeer { handle, rx, _sockets: (client, server) }
+    }
+
+    fn texts(rx: &Receiver<Outbound>) -> Vec<serde_json::Value> {
+        rx.try_iter()
+            .filter_map(|item| match item {
+                Outbound::Text(text) => Some(serde_json::from_str(text.as_str()).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn announce(registry: &Registry, p: &TestPeer, network: &str) {
+        let id = p.handle.peer_id;
+        registry.announce(id, network, false, protocol::discovery_data(id, false, None));
+    }
+
+    #[test]
+    fn duplicate_ids_and_the_connection_limit_are_refused() {
+        let registry = Registry::new(2);
+        let (a, a2, b, c) = (peer(1, 1), peer(1, 2), peer(2, 3), peer(3, 4));
+        registry.register(a.handle.clone()).unwrap();
+        assert_eq!(registry.register(a2.handle.clone()), Err(RegisterError::Duplicate));
+        registry.register(b.handle.clone()).unwrap();
+        assert_eq!(registry.register(c.handle.clone()), Err(RegisterError::Full));
+        // A closing connection is replaced by a new one with the same id.
+        a.handle.kill();
+        registry.register(a2.handle.clone()).unwrap();
+        // The stale connection's own cleanup must not remove its replacement.
+        registry.unregister(a.handle.peer_id, a.handle.serial, "closed");
+        assert_eq!(registry.counts().connections, 2);
+    }
+
+    #[test]
+    fn discovery_goes_both_ways_inside_a_network_only() {
+        let registry = Registry::new(10);
+        let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
+        for p in [&a, &b, &c] {
+            registry.register(p.handle.clone()).unwrap();
+        }
+        announce(&registry, &a, "one");
+        announce(&registry, &c, "two");
+        announce(&registry, &b, "one");
+        let to_a = texts(&a.rx);
+        let to_b = texts(&b.rx);
+        assert_eq!(to_a.len(), 1);
+        assert_eq!(to_a[0]["data"]["peerId"], b.handle.peer_id.as_str());
+        assert_eq!(to_b.len(), 1);
+        assert_eq!(to_b[0]["data"]["peerId"], a.handle.peer_id.as_str());
+        assert!(texts(&c.rx).is_empty());
+        assert_eq!(registry.counts(), Counts { connections: 3, peers: 3, hubs: 0, networks: 2 });
+    }
+
+    #[test]
+    fn leaving_tells_the_network_once() {
+        let registry = Registry::new(10);
+        let (a, b) = (peer(1, 1), peer(2, 2));
+        registry.register(a.handle.clone()).unwrap();
+        registry.register(b.handle.clone()).unwrap();
+        announce(&registry, &a, "n");
+        announce(&registry, &b, "n");
+        texts(&a.rx);
+        registry.leave(b.handle.peer_id, "goodbye");
+        registry.unregister(b.handle.peer_id, b.handle.serial, "closed");
+        let to_a = texts(&a.rx);
+        assert_eq!(to_a.len(), 1);
+        assert_eq!(to_a[0]["type"], "peer-disconnected");
+        assert_eq!(to_a[0]["data"]["reason"], "goodbye");
+    }
+
+    #[test]
+    fn signals_stay_inside_the_senders_network() {
+        let registry = Registry::new(10);
+        let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
+        for p in [&a, &b, &c] {
+            registry.register(p.handle.clone()).unwrap();
+        }
+        let (ida, idb, idc) = (a.handle.peer_id, b.handle.peer_id, c.handle.peer_id);
+        assert_eq!(registry.deliver_signal(ida, "n", idb, String::new), Err(RouteError::NotInNetwork));
+        announce(&registry, &a, "n");
+        announce(&registry, &b, "n");
+        announce(&registry, &c, "m");
+        assert_eq!(registry.deliver_signal(ida, "m", idc, String::new), Err(RouteError::NotInNetwork));
+        assert_eq!(registry.deliver_signal(ida, "n", idc, String::new), Err(RouteError::UnknownTarget));
+        texts(&b.rx);
+        registry.deliver_signal(ida, "n", idb, || "{\"x\":1}".to_string()).unwrap();
+        assert_eq!(texts(&b.rx), vec![serde_json::json!({"x": 1})]);
+    }
+}
