@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::log::Level;
+
 /// Everything a server needs to know before it starts. `Config::default()` matches the JavaScript
 /// reference server's defaults; `Config::from_env_vars` reads the variables listed in [`ENV_HELP`].
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct Config {
     /// Bytes that may wait in one peer's outbound queue (`MAX_QUEUED_BYTES`); a peer that lets more
     /// pile up is not reading and is closed.
     pub max_queued_bytes: usize,
+    /// How much the server logs (`LOG_LEVEL`). Applied by the binary; the library only reads it.
+    pub log_level: Level,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             cleanup_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
+            log_level: Level::Info,
         }
     }
 }
@@ -143,7 +148,8 @@ impl Config {
             config.max_message_size = parse_number("MAX_MESSAGE_SIZE", &v, 1024, 1 << 30)? as usize;
         }
         if let Some(v) = get("PEER_TIMEOUT_SECS") {
-            config.peer_timeout = Duration::from_secs(parse_number("PEER_TIMEOUT_SECS", &v, 1, 86_400)?);
+            config.peer_timeout =
+                Duration::from_secs(parse_number("PEER_TIMEOUT_SECS", &v, 1, 86_400)?);
         }
         if let Some(v) = get("CLEANUP_INTERVAL_SECS") {
             config.cleanup_interval =
@@ -154,27 +160,56 @@ impl Config {
                 Duration::from_secs(parse_number("HANDSHAKE_TIMEOUT_SECS", &v, 1, 3_600)?);
         }
         if let Some(v) = get("MAX_QUEUED_BYTES") {
-            config.max_queued_bytes = parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+            config.max_queued_bytes =
+                parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+        }
+        if let Some(v) = get("LOG_LEVEL") {
+            config.log_level = Level::parse(&v).ok_or_else(|| {
+                error(
+                    "LOG_LEVEL",
+                    format!("expected error, warn, info or debug, got {v:?}"),
+                )
+            })?;
         }
         Ok(config)
     }
 }
 
 fn error(variable: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { variable, problem: problem.into() }
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
 }
 
-fn parse_number(variable: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let out_of_range = || error(variable, format!("expected a whole number from {min} to {max}, got {value:?}"));
+fn parse_number(
+    variable: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let out_of_range = || {
+        error(
+            variable,
+            format!("expected a whole number from {min} to {max}, got {value:?}"),
+        )
+    };
     let number: u64 = value.trim().parse().map_err(|_| out_of_range())?;
-    if (min..=max).contains(&number) { Ok(number) } else { Err(out_of_range()) }
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(out_of_range())
+    }
 }
 
 fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(error(variable, format!("expected true or false, got {value:?}"))),
+        _ => Err(error(
+            variable,
+            format!("expected true or false, got {value:?}"),
+        )),
     }
 }
 
@@ -182,7 +217,10 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
 fn single_token(variable: &'static str, value: String) -> Result<String, ConfigError> {
     let value = value.trim();
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(error(variable, format!("must not contain spaces or control characters, got {value:?}")));
+        return Err(error(
+            variable,
+            format!("must not contain spaces or control characters, got {value:?}"),
+        ));
     }
     Ok(value.to_string())
 }
@@ -193,7 +231,9 @@ fn parse_hub_urls(value: &str) -> Result<Vec<String>, ConfigError> {
         if !url.starts_with("ws://") || url.len() <= "ws://".len() {
             return Err(error(
                 "BOOTSTRAP_HUBS",
-                format!("expected comma-separated ws://host:port URLs, got {url:?} (wss:// needs a TLS proxy in front)"),
+                format!(
+                    "expected comma-separated ws://host:port URLs, got {url:?} (wss:// needs a TLS proxy in front)"
+                ),
             ));
         }
         urls.push(url.to_string());
@@ -207,14 +247,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_env_vars(|name| map.get(name).cloned())
     }
 
     #[test]
     fn defaults_match_the_reference_server() {
         let config = from(&[]).unwrap();
-        assert_eq!((config.host.as_str(), config.port, config.max_connections), ("localhost", 3000, 1000));
+        assert_eq!(
+            (config.host.as_str(), config.port, config.max_connections),
+            ("localhost", 3000, 1000)
+        );
         assert_eq!(config.cors_origin, "*");
         assert!(!config.is_hub);
         assert_eq!(config.hub_mesh_namespace, "pigeonhub-mesh");
@@ -241,9 +287,13 @@ mod tests {
             ("HANDSHAKE_TIMEOUT_SECS", "3"),
             ("PORT_RETRIES", "0"),
             ("MAX_QUEUED_BYTES", "1048576"),
+            ("LOG_LEVEL", "debug"),
         ])
         .unwrap();
-        assert_eq!((config.host.as_str(), config.port, config.max_connections), ("0.0.0.0", 8080, 12000));
+        assert_eq!(
+            (config.host.as_str(), config.port, config.max_connections),
+            ("0.0.0.0", 8080, 12000)
+        );
         assert_eq!(config.cors_origin, "https://example.org");
         assert!(config.is_hub);
         assert_eq!(config.hub_mesh_namespace, "my-mesh");
@@ -255,6 +305,7 @@ mod tests {
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.port_retries, 0);
         assert_eq!(config.max_queued_bytes, 1 << 20);
+        assert_eq!(config.log_level, Level::Debug);
     }
 
     #[test]
@@ -275,10 +326,14 @@ mod tests {
             ("BOOTSTRAP_HUBS", "http://a:3000"),
             ("CORS_ORIGIN", "a b"),
             ("PEER_TIMEOUT_SECS", "0"),
+            ("LOG_LEVEL", "loud"),
         ] {
             let err = from(&[(name, value)]).unwrap_err();
             assert_eq!(err.variable, name);
-            assert!(err.to_string().starts_with(&format!("invalid {name}: ")), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("invalid {name}: ")),
+                "{err}"
+            );
         }
     }
 

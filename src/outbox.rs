@@ -51,7 +51,8 @@ pub struct PeerShared {
 impl PeerShared {
     /// Records that the peer's writer has taken `text` off the queue.
     pub fn dequeued(&self, text: &Utf8Bytes) {
-        self.queued_bytes.fetch_sub(text.len() + QUEUE_ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.queued_bytes
+            .fetch_sub(text.len() + QUEUE_ENTRY_OVERHEAD, Ordering::Relaxed);
     }
 
     /// Shuts the socket down both ways, which ends the reader and the writer.
@@ -96,7 +97,14 @@ pub fn new_peer(
         last_activity_ms: AtomicU64::new(now),
         closing: AtomicBool::new(false),
     });
-    let handle = Arc::new(PeerHandle { peer_id, serial, remote_addr, connected_at_ms: now, tx, shared: shared.clone() });
+    let handle = Arc::new(PeerHandle {
+        peer_id,
+        serial,
+        remote_addr,
+        connected_at_ms: now,
+        tx,
+        shared: shared.clone(),
+    });
     (handle, rx, shared)
 }
 
@@ -109,7 +117,10 @@ impl PeerHandle {
         if queued > self.shared.max_queued_bytes {
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             if !self.is_closing() {
-                crate::log_warn!("peer {} is not reading ({queued} bytes queued); closing it", self.peer_id.short());
+                crate::log_warn!(
+                    "peer {} is not reading ({queued} bytes queued); closing it",
+                    self.peer_id.short()
+                );
             }
             self.kill();
             return false;
@@ -147,16 +158,15 @@ impl PeerHandle {
 
     /// Records that a frame arrived from the peer.
     pub fn touch(&self) {
-        self.shared.last_activity_ms.store(unix_millis(), Ordering::Relaxed);
+        self.shared
+            .last_activity_ms
+            .store(unix_millis(), Ordering::Relaxed);
     }
 
     /// How long ago the peer last sent anything.
     pub fn idle_for(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(now_ms.saturating_sub(self.shared.last_activity_ms.load(Ordering::Relaxed)))
-    }
-
-    /// Bytes waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Relaxed)
+        Duration::from_millis(
+            now_ms.saturating_sub(self.shared.last_activity_ms.load(Ordering::Relaxed)),
+        )
     }
 }

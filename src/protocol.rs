@@ -72,9 +72,17 @@ impl SignalKind {
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
     /// Join `network` and tell its peers; `data` is the peer's own description, passed through.
-    Announce { network: Cow<'a, str>, data: Option<&'a RawValue> },
+    Announce {
+        network: Cow<'a, str>,
+        data: Option<&'a RawValue>,
+    },
     /// A WebRTC signal for one target peer. `target` is `None` when the client named none.
-    Signal { kind: SignalKind, network: Cow<'a, str>, target: Option<Cow<'a, str>>, data: Option<&'a RawValue> },
+    Signal {
+        kind: SignalKind,
+        network: Cow<'a, str>,
+        target: Option<Cow<'a, str>>,
+        data: Option<&'a RawValue>,
+    },
     /// The peer is leaving its network.
     Goodbye,
     /// Application-level keep-alive, answered with `pong`.
@@ -117,10 +125,16 @@ impl fmt::Display for MessageError {
         match self {
             MessageError::InvalidJson(detail) => write!(f, "Invalid JSON: {detail}"),
             MessageError::InvalidShape(detail) => {
-                write!(f, "Invalid message: expected a JSON object with a string \"type\" ({detail})")
+                write!(
+                    f,
+                    "Invalid message: expected a JSON object with a string \"type\" ({detail})"
+                )
             }
             MessageError::NetworkNameTooLong => {
-                write!(f, "Invalid message: networkName is longer than {MAX_NETWORK_NAME_LEN} bytes")
+                write!(
+                    f,
+                    "Invalid message: networkName is longer than {MAX_NETWORK_NAME_LEN} bytes"
+                )
             }
             MessageError::InvalidAnnounceData(why) => write!(f, "Invalid announce: data {why}"),
         }
@@ -151,7 +165,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, MessageErro
     })?;
     // The client's `networkName || 'global'`: absent, null and "" all mean the default network.
     let network = match envelope.network_name {
-        Some(name) if name.len() > MAX_NETWORK_NAME_LEN => return Err(MessageError::NetworkNameTooLong),
+        Some(name) if name.len() > MAX_NETWORK_NAME_LEN => {
+            return Err(MessageError::NetworkNameTooLong);
+        }
         Some(name) if !name.is_empty() => name,
         _ => Cow::Borrowed(DEFAULT_NETWORK),
     };
@@ -168,9 +184,16 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, MessageErro
         other => match SignalKind::from_type(other) {
             Some(kind) => {
                 let target = envelope.target_peer_id.filter(|t| !t.is_empty());
-                ClientMessage::Signal { kind, network, target, data }
+                ClientMessage::Signal {
+                    kind,
+                    network,
+                    target,
+                    data,
+                }
             }
-            None => ClientMessage::Unsupported { kind: envelope.kind },
+            None => ClientMessage::Unsupported {
+                kind: envelope.kind,
+            },
         },
     })
 }
@@ -296,7 +319,13 @@ pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> Str
 ///
 /// `networkName` is included even though the reference's broadcast omits it: the client drops
 /// messages whose network is not its own, so without it only `global` peers would ever hear.
-pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, recipient: PeerId) -> String {
+pub fn peer_disconnected(
+    peer: PeerId,
+    is_hub: bool,
+    reason: &str,
+    network: &str,
+    recipient: PeerId,
+) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
         #[serde(rename = "peerId")]
@@ -307,7 +336,12 @@ pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str
         timestamp: u64,
     }
     let now = unix_millis();
-    let data = raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp: now }));
+    let data = raw(to_json(&Data {
+        peer_id: peer,
+        is_hub,
+        reason,
+        timestamp: now,
+    }));
     encode(ServerMessage {
         kind: "peer-disconnected",
         data: Some(&data),
@@ -320,7 +354,13 @@ pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str
 
 /// A routed signal, as delivered to its target. `from` is always the sending connection's own id
 /// **[ours]** (contract §3).
-pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: PeerId, network: &str) -> String {
+pub fn signal(
+    kind: SignalKind,
+    data: Option<&RawValue>,
+    from: PeerId,
+    target: PeerId,
+    network: &str,
+) -> String {
     encode(ServerMessage {
         kind: kind.as_str(),
         data,
@@ -368,7 +408,12 @@ pub fn error(code: &str, text: &str) -> String {
         code: &'a str,
         timestamp: u64,
     }
-    to_json(&ErrorMessage { kind: "error", error: text, code, timestamp: unix_millis() })
+    to_json(&ErrorMessage {
+        kind: "error",
+        error: text,
+        code,
+        timestamp: unix_millis(),
+    })
 }
 
 /// The reference's text for a `type` it does not route (contract §2).
@@ -431,7 +476,12 @@ mod tests {
                 kind.as_str()
             );
             match parse_client_message(&text).unwrap() {
-                ClientMessage::Signal { kind: parsed, network, target, data } => {
+                ClientMessage::Signal {
+                    kind: parsed,
+                    network,
+                    target,
+                    data,
+                } => {
                     assert_eq!(parsed, kind);
                     assert_eq!(network, "n");
                     assert_eq!(target.as_deref(), Some(B));
@@ -444,10 +494,22 @@ mod tests {
 
     #[test]
     fn control_types_are_recognised() {
-        assert!(matches!(parse_client_message(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping)));
-        assert!(matches!(parse_client_message(r#"{"type":"goodbye","data":{}}"#), Ok(ClientMessage::Goodbye)));
-        assert!(matches!(parse_client_message(r#"{"type":"cleanup"}"#), Ok(ClientMessage::Cleanup)));
-        assert!(matches!(parse_client_message(r#"{"type":"cleanup-all"}"#), Ok(ClientMessage::Cleanup)));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"goodbye","data":{}}"#),
+            Ok(ClientMessage::Goodbye)
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"cleanup"}"#),
+            Ok(ClientMessage::Cleanup)
+        ));
+        assert!(matches!(
+            parse_client_message(r#"{"type":"cleanup-all"}"#),
+            Ok(ClientMessage::Cleanup)
+        ));
         match parse_client_message(r#"{"type":"chat"}"#) {
             Ok(ClientMessage::Unsupported { kind }) => assert_eq!(kind, "chat"),
             other => panic!("{other:?}"),
@@ -464,23 +526,41 @@ mod tests {
             ("{}", "invalid-message"),
             (r#"{"type":5}"#, "invalid-message"),
             (r#"{"type":"offer","targetPeerId":7}"#, "invalid-message"),
-            (r#"{"type":"announce","networkName":["x"]}"#, "invalid-message"),
+            (
+                r#"{"type":"announce","networkName":["x"]}"#,
+                "invalid-message",
+            ),
             (r#"{"type":"announce","data":"text"}"#, "invalid-announce"),
         ];
         for (text, code) in cases {
             let err = parse_client_message(text).unwrap_err();
             assert_eq!(err.code(), code, "{text}: {err}");
         }
-        let long = format!(r#"{{"type":"announce","networkName":"{}"}}"#, "n".repeat(MAX_NETWORK_NAME_LEN + 1));
-        assert_eq!(parse_client_message(&long).unwrap_err(), MessageError::NetworkNameTooLong);
+        let long = format!(
+            r#"{{"type":"announce","networkName":"{}"}}"#,
+            "n".repeat(MAX_NETWORK_NAME_LEN + 1)
+        );
+        assert_eq!(
+            parse_client_message(&long).unwrap_err(),
+            MessageError::NetworkNameTooLong
+        );
     }
 
     #[test]
     fn discovery_data_passes_fields_through_but_never_lets_them_override_identity() {
-        let announced = RawValue::from_string(r#"{"peerId":"spoof","isHub":true,"name":"n","nested":{"a":[1]}}"#.into()).unwrap();
+        let announced = RawValue::from_string(
+            r#"{"peerId":"spoof","isHub":true,"name":"n","nested":{"a":[1]}}"#.into(),
+        )
+        .unwrap();
         let data = discovery_data(id(A), false, Some(&announced));
-        assert_eq!(value(data.get()), json!({"peerId": A, "isHub": false, "name": "n", "nested": {"a": [1]}}));
-        assert_eq!(value(discovery_data(id(A), true, None).get()), json!({"peerId": A, "isHub": true}));
+        assert_eq!(
+            value(data.get()),
+            json!({"peerId": A, "isHub": false, "name": "n", "nested": {"a": [1]}})
+        );
+        assert_eq!(
+            value(discovery_data(id(A), true, None).get()),
+            json!({"peerId": A, "isHub": true})
+        );
     }
 
     #[test]
@@ -496,29 +576,62 @@ mod tests {
     #[test]
     fn server_messages_have_the_contract_fields() {
         let v = value(&connected(id(A)));
-        assert_eq!((v["type"].as_str(), v["data"]["peerId"].as_str(), v["fromPeerId"].as_str()), (Some("connected"), Some(A), Some("system")));
+        assert_eq!(
+            (
+                v["type"].as_str(),
+                v["data"]["peerId"].as_str(),
+                v["fromPeerId"].as_str()
+            ),
+            (Some("connected"), Some(A), Some("system"))
+        );
         assert!(v["timestamp"].is_u64());
 
         let data = discovery_data(id(A), false, None);
         let v = value(&peer_discovered(&data, "net", id(B)));
         assert_eq!(v["type"], "peer-discovered");
-        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
+        assert_eq!(
+            (v["networkName"].as_str(), v["targetPeerId"].as_str()),
+            (Some("net"), Some(B))
+        );
 
         let v = value(&peer_disconnected(id(A), false, "goodbye", "net", id(B)));
         assert_eq!(v["data"]["peerId"], A);
         assert_eq!(v["data"]["reason"], "goodbye");
-        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
+        assert_eq!(
+            (v["networkName"].as_str(), v["targetPeerId"].as_str()),
+            (Some("net"), Some(B))
+        );
 
         let sdp = RawValue::from_string(r#"{"sdp":"x"}"#.into()).unwrap();
-        let v = value(&signal(SignalKind::Offer, Some(&sdp), id(A), id(B), "global"));
-        assert_eq!(v, json!({"type":"offer","data":{"sdp":"x"},"networkName":"global","fromPeerId":A,"targetPeerId":B,"timestamp":v["timestamp"]}));
+        let v = value(&signal(
+            SignalKind::Offer,
+            Some(&sdp),
+            id(A),
+            id(B),
+            "global",
+        ));
+        assert_eq!(
+            v,
+            json!({"type":"offer","data":{"sdp":"x"},"networkName":"global","fromPeerId":A,"targetPeerId":B,"timestamp":v["timestamp"]})
+        );
 
         let v = value(&pong(id(A)));
-        assert_eq!((v["type"].as_str(), v["targetPeerId"].as_str()), (Some("pong"), Some(A)));
+        assert_eq!(
+            (v["type"].as_str(), v["targetPeerId"].as_str()),
+            (Some("pong"), Some(A))
+        );
         assert!(v["data"]["timestamp"].is_u64());
 
-        let v = value(&error(error_code::UNSUPPORTED_TYPE, &unsupported_type_text("chat")));
+        let v = value(&error(
+            error_code::UNSUPPORTED_TYPE,
+            &unsupported_type_text("chat"),
+        ));
         assert_eq!(v["type"], "error");
-        assert!(v["error"].as_str().unwrap().starts_with("Signaling server does not route 'chat' messages."));
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Signaling server does not route 'chat' messages.")
+        );
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -100,13 +100,19 @@ struct State {
 /// The server's table of peers and networks.
 pub struct Registry {
     state: Mutex<State>,
+    /// Signalled when the last peer leaves, for shutdown to wait on.
+    emptied: Condvar,
     max_connections: usize,
 }
 
 impl Registry {
     /// An empty registry that admits at most `max_connections` peers.
     pub fn new(max_connections: usize) -> Registry {
-        Registry { state: Mutex::new(State::default()), max_connections }
+        Registry {
+            state: Mutex::new(State::default()),
+            emptied: Condvar::new(),
+            max_connections,
+        }
     }
 
     /// Admits a new connection. A previous connection under the same id that is already closing is
@@ -127,7 +133,13 @@ impl Registry {
         if state.peers.len() >= self.max_connections {
             return Err(RegisterError::Full);
         }
-        state.peers.insert(handle.peer_id, PeerEntry { handle, announced: None });
+        state.peers.insert(
+            handle.peer_id,
+            PeerEntry {
+                handle,
+                announced: None,
+            },
+        );
         Ok(())
     }
 
@@ -135,9 +147,27 @@ impl Registry {
     /// Does nothing if that connection was already replaced or removed.
     pub fn unregister(&self, peer: PeerId, serial: u64, reason: &str) {
         let mut state = self.state.lock();
-        if state.peers.get(&peer).is_some_and(|entry| entry.handle.serial == serial) {
+        if state
+            .peers
+            .get(&peer)
+            .is_some_and(|entry| entry.handle.serial == serial)
+        {
             state.remove(peer, reason);
+            if state.peers.is_empty() {
+                self.emptied.notify_all();
+            }
         }
+    }
+
+    /// Waits until no peer is registered, or `deadline`. Returns whether it emptied.
+    pub fn wait_until_empty(&self, deadline: std::time::Instant) -> bool {
+        let mut state = self.state.lock();
+        while !state.peers.is_empty() {
+            if self.emptied.wait_until(&mut state, deadline).timed_out() {
+                return state.peers.is_empty();
+            }
+        }
+        true
     }
 
     /// Puts `peer` into `network` (leaving any other network it was in) and exchanges
@@ -147,24 +177,47 @@ impl Registry {
     pub fn announce(&self, peer: PeerId, network: &str, is_hub: bool, discovery: Box<RawValue>) {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        let Some(entry) = state.peers.get(&peer) else { return };
-        if entry.announced.as_ref().is_some_and(|a| &*a.network != network) {
+        let Some(entry) = state.peers.get(&peer) else {
+            return;
+        };
+        if entry
+            .announced
+            .as_ref()
+            .is_some_and(|a| &*a.network != network)
+        {
             state.leave_network(peer, "network-change");
         }
         let network = state.join_network(peer, network);
         if let Some(entry) = state.peers.get_mut(&peer) {
             let announced_at = unix_millis();
-            entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, announced_at });
+            entry.announced = Some(Announcement {
+                network: network.clone(),
+                is_hub,
+                discovery,
+                announced_at,
+            });
         }
 
         let state = &*state;
-        let Some(newcomer) = state.peers.get(&peer) else { return };
-        let Some(ours) = &newcomer.announced else { return };
+        let Some(newcomer) = state.peers.get(&peer) else {
+            return;
+        };
+        let Some(ours) = &newcomer.announced else {
+            return;
+        };
         for &other in state.networks.get(&network).into_iter().flatten() {
-            let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else { continue };
-            entry.handle.send_text(protocol::peer_discovered(&ours.discovery, &network, other));
+            let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
+                continue;
+            };
+            entry
+                .handle
+                .send_text(protocol::peer_discovered(&ours.discovery, &network, other));
             if let Some(theirs) = &entry.announced {
-                newcomer.handle.send_text(protocol::peer_discovered(&theirs.discovery, &network, peer));
+                newcomer.handle.send_text(protocol::peer_discovered(
+                    &theirs.discovery,
+                    &network,
+                    peer,
+                ));
             }
         }
     }
@@ -185,7 +238,11 @@ impl Registry {
         build: impl FnOnce() -> String,
     ) -> Result<(), RouteError> {
         let state = self.state.lock();
-        let sender_network = state.peers.get(&sender).and_then(|e| e.announced.as_ref()).map(|a| &a.network);
+        let sender_network = state
+            .peers
+            .get(&sender)
+            .and_then(|e| e.announced.as_ref())
+            .map(|a| &a.network);
         if sender_network.is_none_or(|n| &**n != network) {
             return Err(RouteError::NotInNetwork);
         }
@@ -195,14 +252,21 @@ impl Registry {
             .peers
             .get(&target)
             .filter(|e| e.announced.as_ref().is_some_and(|a| &*a.network == network));
-        let Some(target_entry) = target_entry else { return Err(RouteError::UnknownTarget) };
+        let Some(target_entry) = target_entry else {
+            return Err(RouteError::UnknownTarget);
+        };
         target_entry.handle.send_text(build());
         Ok(())
     }
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
     pub fn handles(&self) -> Vec<Arc<PeerHandle>> {
-        self.state.lock().peers.values().map(|e| e.handle.clone()).collect()
+        self.state
+            .lock()
+            .peers
+            .values()
+            .map(|e| e.handle.clone())
+            .collect()
     }
 
     /// Refuses new connections and stops leave notices (everyone is leaving), then returns every
@@ -219,7 +283,11 @@ impl Registry {
         Counts {
             connections: state.peers.len(),
             peers: state.peers.len(),
-            hubs: state.peers.values().filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub)).count(),
+            hubs: state
+                .peers
+                .values()
+                .filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub))
+                .count(),
             networks: state.networks.len(),
         }
     }
@@ -259,9 +327,13 @@ impl State {
 
     /// Takes `peer` out of its network, if it announced, and tells the remaining members.
     fn leave_network(&mut self, peer: PeerId, reason: &str) {
-        let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else { return };
+        let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else {
+            return;
+        };
         let network = announced.network;
-        let Some(members) = self.networks.get_mut(&network) else { return };
+        let Some(members) = self.networks.get_mut(&network) else {
+            return;
+        };
         members.remove(&peer);
         if members.is_empty() {
             self.networks.remove(&network);
@@ -272,7 +344,8 @@ impl State {
         }
         for other in &self.networks[&network] {
             if let Some(entry) = self.peers.get(other) {
-                let notice = protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other);
+                let notice =
+                    protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other);
                 entry.handle.send_text(notice);
             }
         }
@@ -305,7 +378,11 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
         let (handle, rx, _) = new_peer(id, serial, server.try_clone().unwrap(), 1 << 20);
-        TestPeer { handle, rx, _sockets: (client, server) }
+        TestPeer {
+            handle,
+            rx,
+            _sockets: (client, server),
+        }
     }
 
     fn texts(rx: &Receiver<Outbound>) -> Vec<serde_json::Value> {
@@ -319,7 +396,12 @@ mod tests {
 
     fn announce(registry: &Registry, p: &TestPeer, network: &str) {
         let id = p.handle.peer_id;
-        registry.announce(id, network, false, protocol::discovery_data(id, false, None));
+        registry.announce(
+            id,
+            network,
+            false,
+            protocol::discovery_data(id, false, None),
+        );
     }
 
     #[test]
@@ -327,9 +409,15 @@ mod tests {
         let registry = Registry::new(2);
         let (a, a2, b, c) = (peer(1, 1), peer(1, 2), peer(2, 3), peer(3, 4));
         registry.register(a.handle.clone()).unwrap();
-        assert_eq!(registry.register(a2.handle.clone()), Err(RegisterError::Duplicate));
+        assert_eq!(
+            registry.register(a2.handle.clone()),
+            Err(RegisterError::Duplicate)
+        );
         registry.register(b.handle.clone()).unwrap();
-        assert_eq!(registry.register(c.handle.clone()), Err(RegisterError::Full));
+        assert_eq!(
+            registry.register(c.handle.clone()),
+            Err(RegisterError::Full)
+        );
         // A closing connection is replaced by a new one with the same id.
         a.handle.kill();
         registry.register(a2.handle.clone()).unwrap();
@@ -355,7 +443,15 @@ mod tests {
         assert_eq!(to_b.len(), 1);
         assert_eq!(to_b[0]["data"]["peerId"], a.handle.peer_id.as_str());
         assert!(texts(&c.rx).is_empty());
-        assert_eq!(registry.counts(), Counts { connections: 3, peers: 3, hubs: 0, networks: 2 });
+        assert_eq!(
+            registry.counts(),
+            Counts {
+                connections: 3,
+                peers: 3,
+                hubs: 0,
+                networks: 2
+            }
+        );
     }
 
     #[test]
@@ -383,14 +479,25 @@ mod tests {
             registry.register(p.handle.clone()).unwrap();
         }
         let (ida, idb, idc) = (a.handle.peer_id, b.handle.peer_id, c.handle.peer_id);
-        assert_eq!(registry.deliver_signal(ida, "n", idb, String::new), Err(RouteError::NotInNetwork));
+        assert_eq!(
+            registry.deliver_signal(ida, "n", idb, String::new),
+            Err(RouteError::NotInNetwork)
+        );
         announce(&registry, &a, "n");
         announce(&registry, &b, "n");
         announce(&registry, &c, "m");
-        assert_eq!(registry.deliver_signal(ida, "m", idc, String::new), Err(RouteError::NotInNetwork));
-        assert_eq!(registry.deliver_signal(ida, "n", idc, String::new), Err(RouteError::UnknownTarget));
+        assert_eq!(
+            registry.deliver_signal(ida, "m", idc, String::new),
+            Err(RouteError::NotInNetwork)
+        );
+        assert_eq!(
+            registry.deliver_signal(ida, "n", idc, String::new),
+            Err(RouteError::UnknownTarget)
+        );
         texts(&b.rx);
-        registry.deliver_signal(ida, "n", idb, || "{\"x\":1}".to_string()).unwrap();
+        registry
+            .deliver_signal(ida, "n", idb, || "{\"x\":1}".to_string())
+            .unwrap();
         assert_eq!(texts(&b.rx), vec![serde_json::json!({"x": 1})]);
     }
 }

@@ -1,0 +1,46 @@
+//! The one error type of the public API: what can stop a server from starting.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// Why [`crate::Server::start`] failed. The `Display` text says what to do about it.
+#[derive(Debug)]
+pub enum Error {
+    /// `HOST` did not resolve to any address.
+    Resolve { host: String, source: io::Error },
+    /// Every port from `first` to `last` was in use.
+    PortsBusy { host: String, first: u16, last: u16 },
+    /// Binding failed for a reason other than the port being in use (for example, no permission).
+    Bind { addr: SocketAddr, source: io::Error },
+    /// A server thread could not be started (the process is out of threads or memory).
+    Spawn(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Resolve { host, source } => write!(
+                f,
+                "cannot resolve HOST {host:?}: {source}; set HOST to a hostname or IP address of this machine"
+            ),
+            Error::PortsBusy { host, first, last } => write!(
+                f,
+                "ports {first} to {last} on {host} are all in use; stop what holds them or set PORT to a free port"
+            ),
+            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Spawn(source) => write!(f, "cannot start a server thread: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Resolve { source, .. } | Error::Bind { source, .. } | Error::Spawn(source) => {
+                Some(source)
+            }
+            Error::PortsBusy { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The HTTP side of the port: `/health`, `/stats`, `/hubstats`, `/hubs`, the `/` banner, CORS
+//! preflights, and the error replies of a failed handshake (contract §6).
+//!
+//! One request per connection: the reply is written with tiny_http's `Response` (which formats the
+//! status line, `Date`, `Content-Length`) and the socket is closed.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+use tiny_http::{HTTPVersion, Header, Response};
+
+use crate::clock::iso8601;
+use crate::proc_stats;
+use crate::registry::HubInfo;
+use crate::request_head::RequestHead;
+use crate::server::ServerState;
+
+/// Banner served on `/`.
+const BANNER: &str = concat!(
+    "PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+/// How long, after replying, unread request bytes are drained so the reply is not lost to a reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Answers one HTTP request. Any method is served like `GET` (as the reference does), except `HEAD`
+/// (no body) and `OPTIONS` (a CORS preflight, on any path).
+pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState) {
+    if head.method == "OPTIONS" {
+        let reply = with_cors(Response::from_data(Vec::new()), state);
+        let reply = with_header(reply, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        let reply = with_header(
+            reply,
+            "Access-Control-Allow-Headers",
+            "Content-Type, Authorization",
+        );
+        return send(stream, head, reply);
+    }
+    let reply = match head.path() {
+        "/" => with_header(
+            with_cors(Response::from_string(BANNER), state),
+            "Content-Type",
+            "text/plain; charset=utf-8",
+        ),
+        "/health" => json_reply(200, &health(state), state),
+        "/stats" => json_reply(200, &stats(state), state),
+        "/hubstats" => json_reply(200, &hub_stats(state), state),
+        "/hubs" => json_reply(200, &hubs(state), state),
+        _ => json_reply(
+            404,
+            &json!({"error": "Not found", "endpoints": ["/health", "/stats", "/hubstats", "/hubs"]}),
+            state,
+        ),
+    };
+    send(stream, head, reply);
+}
+
+/// Answers a request that cannot be served (bad head, failed handshake) with a JSON error.
+pub(crate) fn reply_error(stream: TcpStream, status: u16, message: &str, state: &ServerState) {
+    reply_error_with(stream, status, message, state, None);
+}
+
+/// Like [`reply_error`], with one extra header (e.g. `WWW-Authenticate`).
+pub(crate) fn reply_error_with(
+    stream: TcpStream,
+    status: u16,
+    message: &str,
+    state: &ServerState,
+    extra: Option<(&str, &str)>,
+) {
+    let mut reply = json_reply(status, &json!({"error": message, "status": status}), state);
+    if let Some((name, value)) = extra {
+        reply = with_header(reply, name, value);
+    }
+    write_and_close(stream, reply, 1, false);
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    timestamp: String,
+    uptime: f64,
+    #[serde(rename = "isHub")]
+    is_hub: bool,
+    connections: usize,
+    peers: usize,
+    hubs: usize,
+    networks: usize,
+    memory: proc_stats::ProcessStats,
+}
+
+fn health(state: &ServerState) -> Health {
+    let counts = state.registry.counts();
+    Health {
+        status: "healthy",
+        timestamp: iso8601(SystemTime::now()),
+        uptime: state.started.elapsed().as_secs_f64(),
+        is_hub: state.config.is_hub,
+        connections: counts.connections,
+        peers: counts.peers,
+        hubs: counts.hubs,
+        networks: counts.networks,
+        memory: proc_stats::current(),
+    }
+}
+
+/// The reference's `getStats()` (contract §6).
+fn stats(state: &ServerState) -> serde_json::Value {
+    let counts = state.registry.counts();
+    json!({
+        "isRunning": !state.is_shutting_down(),
+        "isHub": state.config.is_hub,
+        "hubPeerId": state.hub_peer_id,
+        "hubMeshNamespace": state.config.hub_mesh_namespace,
+        "connections": counts.connections,
+        "peers": counts.peers,
+        "hubs": counts.hubs,
+        "networks": counts.networks,
+        "bootstrapHubs": {"total": state.config.bootstrap_hubs.len(), "connected": 0},
+        "maxConnections": state.config.max_connections,
+        "uptime": state.started.elapsed().as_millis() as u64,
+        "host": state.config.host,
+        "port": state.local_addr.port(),
+    })
+}
+
+/// The reference's `getHubStats()` (contract §6). Bootstrap links appear here once hub mode links
+/// to other hubs.
+fn hub_stats(state: &ServerState) -> serde_json::Value {
+    let hubs: Vec<HubInfo> = state.registry.hubs();
+    json!({
+        "totalHubs": hubs.len(),
+        "connectedHubs": hubs.len(),
+        "hubs": hubs,
+        "bootstrapHubs": [],
+    })
+}
+
+fn hubs(state: &ServerState) -> serde_json::Value {
+    let hubs = state.registry.hubs();
+    json!({"timestamp": iso8601(SystemTime::now()), "totalHubs": hubs.len(), "hubs": hubs})
+}
+
+fn json_reply<T: Serialize>(
+    status: u16,
+    body: &T,
+    state: &ServerState,
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let reply = with_cors(Response::from_data(body), state).with_status_code(status);
+    with_header(reply, "Content-Type", "application/json")
+}
+
+fn with_cors<R: Read>(reply: Response<R>, state: &ServerState) -> Response<R> {
+    with_header(
+        reply,
+        "Access-Control-Allow-Origin",
+        &state.config.cors_origin,
+    )
+}
+
+/// Adds a header whose value this module controls (configuration is validated to hold no control
+/// characters). A value that still does not fit is left out rather than failing the reply.
+fn with_header<R: Read>(reply: Response<R>, name: &str, value: &str) -> Response<R> {
+    match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+        Ok(header) => reply.with_header(header),
+        Err(()) => reply,
+    }
+}
+
+fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>) {
+    write_and_close(stream, reply, head.minor_version, head.method == "HEAD");
+}
+
+/// Writes `reply`, then closes the socket: write side first, then, after draining what the
+/// client still sends (at most [`LINGER`]), both sides, so the reply is never lost to a reset.
+fn write_and_close<R: Read>(
+    mut stream: TcpStream,
+    reply: Response<R>,
+    minor_version: u8,
+    head_only: bool,
+) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let version = HTTPVersion(1, minor_version);
+    if reply
+        .raw_print(&mut stream, version, &[], head_only, None)
+        .and_then(|()| stream.flush())
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    drain(&mut stream, LINGER);
+}
+
+/// Reads and discards until the peer closes, an error, or `limit` has passed.
+pub(crate) fn drain(stream: &mut TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut sink = [0u8; 4096];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

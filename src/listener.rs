@@ -1,0 +1,104 @@
+//! The accept loop, and the first moments of every connection: read its request head and decide
+//! whether it is an HTTP request or a WebSocket upgrade.
+//!
+//! The accept thread only accepts: each socket is handed to a short-lived `conn-<n>` thread at once,
+//! so a client that connects and then says nothing (or dribbles its head byte by byte) holds up
+//! nobody but itself, and only until `HANDSHAKE_TIMEOUT_SECS`.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use crate::request_head::{HeadError, RequestHead, read_head};
+use crate::server::ServerState;
+use crate::{http, upgrade};
+
+/// Most sockets whose head is still being read at once. Past it, new sockets are closed on accept:
+/// this is what bounds the threads a flood of silent connections can cost.
+pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Stack of a connection's first thread; it parses a head and writes a short reply.
+const HANDSHAKE_STACK: usize = 128 * 1024;
+
+/// Accepts connections until the server shuts down.
+pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
+    for stream in listener.incoming() {
+        if state.is_shutting_down() {
+            break;
+        }
+        match stream {
+            Ok(stream) => hand_off(stream, &state),
+            Err(err) => {
+                crate::log_warn!("accept failed: {err}");
+                // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
+                if err.raw_os_error() == Some(24) || err.raw_os_error() == Some(23) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// Starts the connection's own thread, unless too many handshakes are already in flight.
+fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
+    if state.pending_handshakes.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
+        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
+        crate::log_warn!("{MAX_PENDING_HANDSHAKES} handshakes in flight; refusing a connection");
+        return;
+    }
+    let serial = state.next_serial();
+    let thread_state = state.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{serial}"))
+        .stack_size(HANDSHAKE_STACK)
+        .spawn(move || {
+            handle_connection(stream, &thread_state);
+        });
+    if let Err(err) = spawned {
+        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
+        crate::log_warn!("cannot start a connection thread: {err}");
+    }
+}
+
+/// Decrements the in-flight handshake count when the head has been dealt with, however that went.
+struct PendingHandshake<'a>(&'a ServerState);
+
+impl Drop for PendingHandshake<'_> {
+    fn drop(&mut self) {
+        self.0.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) {
+    let pending = PendingHandshake(state);
+    // Signals are small and latency-bound: never let Nagle hold one back.
+    let _ = stream.set_nodelay(true);
+    let (head, leftover) = match read_head(&mut stream, state.config.handshake_timeout) {
+        Ok(read) => read,
+        Err(err) => return reject_head(stream, err, state),
+    };
+    let head = match RequestHead::parse(&head) {
+        Ok(head) => head,
+        Err(err) => return reject_head(stream, err, state),
+    };
+    drop(pending);
+    if head.wants_websocket() {
+        upgrade::accept(stream, &head, leftover, state);
+    } else {
+        http::respond(stream, &head, state);
+    }
+}
+
+fn reject_head(stream: TcpStream, err: HeadError, state: &ServerState) {
+    match err {
+        HeadError::TimedOut => {
+            http::reply_error(stream, 408, "Request head not received in time", state)
+        }
+        HeadError::TooLarge => http::reply_error(stream, 431, "Request head too large", state),
+        HeadError::Malformed(why) => http::reply_error(stream, 400, why, state),
+        HeadError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => {}
+        HeadError::Io(err) => crate::log_debug!("reading a request head failed: {err}"),
+    }
+}

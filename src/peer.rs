@@ -1,0 +1,251 @@
+//! One connected peer's two threads: a reader (`peer-<id>-rx`) and a writer (`peer-<id>-tx`).
+//!
+//! The **reader** decodes frames and hands text to the router. It never writes: tungstenite would
+//! answer pings and closes itself, so the reader's view of the socket swallows writes
+//! ([`ReadOnly`]) and the reader queues the pong or close echo for the writer instead.
+//!
+//! The **writer** is the only thread that writes frames to the socket. It drains the peer's queue,
+//! writing everything that is waiting before one flush. After a close frame it waits briefly for the
+//! peer to close too, then shuts the socket down.
+//!
+//! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
+//! reader's exit unregisters the peer, which tells its network it left.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::{Bytes, Error as WsError, Message};
+
+use crate::outbox::{Outbound, PeerHandle, PeerShared};
+use crate::protocol::{self, error_code};
+use crate::router;
+use crate::server::ServerState;
+
+/// Reader stack: JSON decoding recurses (serde_json stops at 128 levels), so it gets the most.
+const READER_STACK: usize = 256 * 1024;
+/// Writer stack: it only frames and writes bytes.
+const WRITER_STACK: usize = 128 * 1024;
+/// The reader's socket buffer. Signals are a few KiB; bigger messages grow it as needed.
+const READ_BUFFER: usize = 8 * 1024;
+/// Bytes the writer gathers before writing to the socket (it also writes at every flush).
+const WRITE_BUFFER: usize = 16 * 1024;
+/// A write that makes no progress for this long means the peer is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a close frame, how long to wait for the peer's own close before cutting the socket.
+const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+
+/// Starts the reader and writer of a newly registered peer.
+pub(crate) fn spawn_threads(
+    handle: Arc<PeerHandle>,
+    outbox: Receiver<Outbound>,
+    shared: Arc<PeerShared>,
+    leftover: Vec<u8>,
+    state: Arc<ServerState>,
+) -> io::Result<()> {
+    let short = handle.peer_id.short().to_string();
+    let writer_shared = shared.clone();
+    thread::Builder::new()
+        .name(format!("peer-{short}-tx"))
+        .stack_size(WRITER_STACK)
+        .spawn(move || run_writer(outbox, writer_shared))?;
+    thread::Builder::new()
+        .name(format!("peer-{short}-rx"))
+        .stack_size(READER_STACK)
+        .spawn(move || run_reader(handle, shared, leftover, state))?;
+    Ok(())
+}
+
+/// The reader's view of the socket: reads go to the socket, writes are dropped (see module docs).
+struct ReadOnly<'a>(&'a TcpStream);
+
+impl Read for ReadOnly<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&mut &*self.0).read(buf)
+    }
+}
+
+impl Write for ReadOnly<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Unregisters the peer when the reader ends, however it ends (a panic included).
+struct Departure<'a> {
+    state: &'a ServerState,
+    handle: &'a PeerHandle,
+    reason: &'static str,
+}
+
+impl Drop for Departure<'_> {
+    fn drop(&mut self) {
+        let peer = self.handle.peer_id;
+        self.state
+            .registry
+            .unregister(peer, self.handle.serial, self.reason);
+        crate::log_debug!("peer {} disconnected ({})", peer.short(), self.reason);
+    }
+}
+
+fn run_reader(
+    handle: Arc<PeerHandle>,
+    shared: Arc<PeerShared>,
+    leftover: Vec<u8>,
+    state: Arc<ServerState>,
+) {
+    let mut departure = Departure {
+        state: &state,
+        handle: &handle,
+        reason: "disconnected",
+    };
+    let limit = state.config.max_message_size;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let mut socket = WebSocket::from_partially_read(
+        ReadOnly(&shared.socket),
+        leftover,
+        Role::Server,
+        Some(config),
+    );
+    loop {
+        let message = socket.read();
+        if message.is_ok() {
+            handle.touch();
+        }
+        match message {
+            Ok(Message::Text(text)) => router::handle_text(&state, &handle, text.as_str()),
+            Ok(Message::Binary(_)) => {
+                let text = "Binary frames are not supported: send JSON text messages";
+                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+            }
+            Ok(Message::Ping(payload)) => handle.send_control(Outbound::Pong(payload)),
+            Ok(Message::Pong(_) | Message::Frame(_)) => {}
+            Ok(Message::Close(frame)) => {
+                // Echo the peer's code, as RFC 6455 asks.
+                let code = frame.map_or(1000, |f| u16::from(f.code));
+                handle.send_control(Outbound::Close(echo_code(code), ""));
+                departure.reason = "closed";
+                break;
+            }
+            Err(WsError::Capacity(_)) => {
+                handle.close(1009, "Message too big");
+                departure.reason = "message too big";
+                break;
+            }
+            Err(WsError::Utf8(_)) => {
+                handle.close(1007, "Invalid UTF-8 in text frame");
+                departure.reason = "invalid UTF-8";
+                break;
+            }
+            Err(WsError::Protocol(_)) => {
+                handle.close(1002, "WebSocket protocol error");
+                departure.reason = "protocol error";
+                break;
+            }
+            Err(_) => {
+                // The socket closed or failed; there is nobody to send a close frame to.
+                handle.kill();
+                break;
+            }
+        }
+    }
+    // Tell the network now, not after the linger below.
+    drop(departure);
+    // Let the peer read our close frame: consume what it still sends until it closes its side.
+    let mut stream = &shared.socket;
+    let deadline = Instant::now() + CLOSE_GRACE;
+    let mut sink = [0u8; 4096];
+    while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
+        if stream
+            .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            break;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The close code to answer a peer's close with. Codes that must never be sent (1005, 1006, 1015)
+/// become a plain 1000.
+fn echo_code(code: u16) -> u16 {
+    match code {
+        1005 | 1006 | 1015 => 1000,
+        code => code,
+    }
+}
+
+fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>) {
+    let _ = shared.socket.set_write_timeout(Some(WRITE_TIMEOUT));
+    let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
+    let mut socket = WebSocket::from_raw_socket(&shared.socket, Role::Server, Some(config));
+    'connection: while let Ok(first) = outbox.recv() {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            if !write_item(&mut socket, &shared, item) {
+                break 'connection;
+            }
+            next = outbox.try_recv().ok();
+        }
+        if socket.flush().is_err() {
+            break;
+        }
+    }
+    let _ = shared.socket.shutdown(Shutdown::Write);
+    // Wait for the reader to finish (every sender dropped) or the grace period to end.
+    let deadline = Instant::now() + CLOSE_GRACE;
+    while let Ok(item) = outbox.recv_deadline(deadline) {
+        if let Outbound::Text(text) = item {
+            shared.dequeued(&text);
+        }
+    }
+    shared.kill();
+}
+
+/// Writes one queued item. Returns `false` when the connection is finished (closed or failed).
+fn write_item(socket: &mut WebSocket<&TcpStream>, shared: &PeerShared, item: Outbound) -> bool {
+    let written = match item {
+        Outbound::Text(text) => {
+            shared.dequeued(&text);
+            socket.write(Message::Text(text))
+        }
+        Outbound::Ping => socket.write(Message::Ping(Bytes::new())),
+        Outbound::Pong(payload) => socket.write(Message::Pong(payload)),
+        Outbound::Close(code, reason) => {
+            let _ = socket.close(Some(CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            }));
+            return false;
+        }
+    };
+    written.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echo_code;
+
+    #[test]
+    fn reserved_close_codes_are_never_echoed() {
+        assert_eq!(echo_code(1001), 1001);
+        assert_eq!(echo_code(4000), 4000);
+        for reserved in [1005, 1006, 1015] {
+            assert_eq!(echo_code(reserved), 1000);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What the kernel says about this process (`/proc/self/status`): memory and thread count.
+//!
+//! Reported by `/health`; on systems without `/proc` every figure is 0.
+
+use serde::Serialize;
+
+/// Resident memory and threads of the server process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProcessStats {
+    /// Resident set size, bytes.
+    pub rss: u64,
+    /// Peak resident set size, bytes.
+    #[serde(rename = "peakRss")]
+    pub peak_rss: u64,
+    /// Threads in the process.
+    pub threads: u64,
+}
+
+/// Reads the current figures.
+pub fn current() -> ProcessStats {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|status| parse_status(&status))
+        .unwrap_or_default()
+}
+
+fn parse_status(status: &str) -> ProcessStats {
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcessStats {
+        rss: field("VmRSS") * 1024,
+        peak_rss: field("VmHWM") * 1024,
+        threads: field("Threads"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fields_it_needs() {
+        let stats = parse_status("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t7\n");
+        assert_eq!(
+            (stats.rss, stats.peak_rss, stats.threads),
+            (1024 * 1024, 2048 * 1024, 7)
+        );
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let stats = current();
+        assert!(stats.rss > 0 && stats.threads >= 1);
+    }
+}

@@ -1,0 +1,119 @@
+//! What to do with one message from a peer: announce, route a signal, leave, answer a ping, or
+//! reply with an error (contract §2 and §3).
+//!
+//! Runs on the sending peer's reader thread. Replies to the sender go into its own outbox; signals go
+//! to the target's outbox through the registry.
+
+use serde_json::value::RawValue;
+
+use crate::outbox::PeerHandle;
+use crate::peer_id::PeerId;
+use crate::protocol::{self, ClientMessage, SignalKind, error_code};
+use crate::registry::RouteError;
+use crate::server::ServerState;
+
+/// Longest piece of client-chosen text echoed back inside an error reply.
+const MAX_ECHOED_LEN: usize = 64;
+
+/// Handles one text frame from `from`.
+pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
+    let message = match protocol::parse_client_message(text) {
+        Ok(message) => message,
+        Err(err) => {
+            from.send_text(protocol::error(err.code(), &err.to_string()));
+            return;
+        }
+    };
+    match message {
+        ClientMessage::Announce { network, data } => {
+            let is_hub = protocol::announces_hub(data, &network, &state.config.hub_mesh_namespace);
+            let discovery = protocol::discovery_data(from.peer_id, is_hub, data);
+            state
+                .registry
+                .announce(from.peer_id, &network, is_hub, discovery);
+        }
+        ClientMessage::Signal {
+            kind,
+            network,
+            target,
+            data,
+        } => {
+            // A signal without a target is ignored, as the reference does.
+            if let Some(target) = target {
+                route_signal(state, from, kind, &network, &target, data);
+            }
+        }
+        ClientMessage::Goodbye => state.registry.leave(from.peer_id, "goodbye"),
+        ClientMessage::Ping => {
+            from.send_text(protocol::pong(from.peer_id));
+        }
+        // The client sends these; the reference accepts them silently.
+        ClientMessage::Cleanup => {}
+        // Discovery relayed between hubs. A plain peer may not inject peers into a network.
+        ClientMessage::PeerDiscovered => {}
+        ClientMessage::Unsupported { kind } => {
+            let text = protocol::unsupported_type_text(shorten(&kind));
+            from.send_text(protocol::error(error_code::UNSUPPORTED_TYPE, &text));
+        }
+    }
+}
+
+fn route_signal(
+    state: &ServerState,
+    from: &PeerHandle,
+    kind: SignalKind,
+    network: &str,
+    target: &str,
+    data: Option<&RawValue>,
+) {
+    let sender = from.peer_id;
+    let delivered = match PeerId::parse(target) {
+        Some(target) => state.registry.deliver_signal(sender, network, target, || {
+            protocol::signal(kind, data, sender, target, network)
+        }),
+        None => Err(RouteError::UnknownTarget),
+    };
+    let reply = match delivered {
+        Ok(()) => return,
+        Err(RouteError::NotInNetwork) => protocol::error(
+            error_code::NOT_IN_NETWORK,
+            &format!(
+                "Cannot send '{}': announce in network '{}' first",
+                kind.as_str(),
+                shorten(network)
+            ),
+        ),
+        Err(RouteError::UnknownTarget) => protocol::error(
+            error_code::UNKNOWN_TARGET,
+            &format!(
+                "Cannot send '{}': peer '{}' is not connected in network '{}'",
+                kind.as_str(),
+                shorten(target),
+                shorten(network)
+            ),
+        ),
+    };
+    from.send_text(reply);
+}
+
+/// `text` cut to at most [`MAX_ECHOED_LEN`] bytes, on a character boundary.
+fn shorten(text: &str) -> &str {
+    let mut end = text.len().min(MAX_ECHOED_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn shorten_respects_char_boundaries() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(40);
+        assert!(shorten(&long).len() <= 64);
+        assert!(long.starts_with(shorten(&long)));
+    }
+}

@@ -1,0 +1,267 @@
+//! Starting and stopping a server: binding the port, the long-lived threads, graceful shutdown.
+//!
+//! [`Server::start`] binds (probing upward from `PORT` while ports are busy), then starts the accept
+//! thread (`listener.rs`) and the sweeper (`cleanup.rs`); every connection then gets threads of its
+//! own. [`ServerHandle::shutdown`] stops accepting, closes every WebSocket with 1001 and returns
+//! within about two seconds, however the peers behave.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::peer_id::PeerId;
+use crate::registry::Registry;
+use crate::{cleanup, listener};
+
+/// How long shutdown waits for peers to answer the 1001 close before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// What every server thread shares: the configuration, the registry and the server's own facts.
+pub(crate) struct ServerState {
+    pub config: Config,
+    pub registry: Registry,
+    /// The address actually bound (the port may differ from `config.port`).
+    pub local_addr: SocketAddr,
+    pub started: Instant,
+    /// This server's own id when it is a hub (contract §5).
+    pub hub_peer_id: Option<PeerId>,
+    shutting_down: AtomicBool,
+    next_serial: AtomicU64,
+    /// Sockets accepted whose request head is still being read.
+    pub pending_handshakes: AtomicUsize,
+}
+
+impl ServerState {
+    /// A number no other connection of this server has had.
+    pub fn next_serial(&self) -> u64 {
+        self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Entry point of the library: `Server::start(config)`.
+pub struct Server;
+
+impl Server {
+    /// Binds the configured address and starts serving. Returns once the server is accepting.
+    ///
+    /// ```no_run
+    /// let server = peerpigeon::Server::start(peerpigeon::Config { port: 0, ..Default::default() })?;
+    /// println!("listening on {}", server.local_addr());
+    /// server.shutdown();
+    /// # Ok::<(), peerpigeon::Error>(())
+    /// ```
+    pub fn start(config: Config) -> Result<ServerHandle, Error> {
+        let listener = bind(&config)?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: unspecified(),
+            source,
+        })?;
+        let hub_peer_id = config.is_hub.then(PeerId::random);
+        let state = Arc::new(ServerState {
+            registry: Registry::new(config.max_connections),
+            config,
+            local_addr,
+            started: Instant::now(),
+            hub_peer_id,
+            shutting_down: AtomicBool::new(false),
+            next_serial: AtomicU64::new(1),
+            pending_handshakes: AtomicUsize::new(0),
+        });
+
+        let (stop_sweeper, stop_signal) = crossbeam_channel::bounded::<()>(0);
+        let sweeper = {
+            let state = state.clone();
+            spawn_named("sweeper", move || cleanup::run_sweeper(state, stop_signal))?
+        };
+        let acceptor = {
+            let state = state.clone();
+            spawn_named("acceptor", move || {
+                listener::run_accept_loop(listener, state)
+            })?
+        };
+        crate::log_info!(
+            "PeerPigeon-rs {}listening on ws://{local_addr} (max {} connections)",
+            if state.config.is_hub { "hub " } else { "" },
+            state.config.max_connections
+        );
+        if let Some(id) = state.hub_peer_id {
+            crate::log_info!(
+                "hub peer id {id}, mesh namespace {:?}",
+                state.config.hub_mesh_namespace
+            );
+        }
+        Ok(ServerHandle {
+            state,
+            acceptor: Some(acceptor),
+            sweeper: Some(sweeper),
+            stop_sweeper: Some(stop_sweeper),
+        })
+    }
+}
+
+/// A running server. Dropping it shuts the server down.
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+    acceptor: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
+    stop_sweeper: Option<Sender<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on, with the port actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    /// The hub's own peer id, when the server runs as a hub.
+    pub fn hub_peer_id(&self) -> Option<String> {
+        self.state.hub_peer_id.map(|id| id.to_string())
+    }
+
+    /// Stops accepting, closes every WebSocket with 1001 ("going away") and waits, about two seconds
+    /// at most, for the peers to go.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.state.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        crate::log_info!("shutting down");
+        // The accept thread is blocked in accept(); a connection of our own wakes it to see the flag.
+        let woken = TcpStream::connect_timeout(
+            &wake_address(self.state.local_addr),
+            Duration::from_secs(1),
+        )
+        .is_ok();
+        if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
+            let _ = acceptor.join();
+        }
+        drop(self.stop_sweeper.take());
+        if let Some(sweeper) = self.sweeper.take() {
+            let _ = sweeper.join();
+        }
+
+        let peers = self.state.registry.begin_shutdown();
+        for peer in &peers {
+            peer.close(1001, "Server shutting down");
+        }
+        if !self
+            .state
+            .registry
+            .wait_until_empty(Instant::now() + SHUTDOWN_GRACE)
+        {
+            for peer in self.state.registry.handles() {
+                peer.kill();
+            }
+        }
+        crate::log_info!("stopped; {} peers were closed", peers.len());
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a named long-lived server thread.
+fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    thread::Builder::new()
+        .name(name.to_string())
+        .stack_size(256 * 1024)
+        .spawn(body)
+        .map_err(Error::Spawn)
+}
+
+/// Binds `config.host` on the first free port from `config.port` upward (contract §7), trying IPv4
+/// addresses of the host first so that `localhost` means 127.0.0.1, as clients usually expect.
+fn bind(config: &Config) -> Result<TcpListener, Error> {
+    let resolve_error = |source| Error::Resolve {
+        host: config.host.clone(),
+        source,
+    };
+    let mut addresses: Vec<IpAddr> = (config.host.as_str(), 0)
+        .to_socket_addrs()
+        .map_err(resolve_error)?
+        .map(|a| a.ip())
+        .collect();
+    addresses.sort_by_key(|ip| ip.is_ipv6());
+    addresses.dedup();
+    if addresses.is_empty() {
+        return Err(resolve_error(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no addresses",
+        )));
+    }
+    let retries = if config.port == 0 {
+        0
+    } else {
+        config.port_retries
+    };
+    let last = config.port.saturating_add(retries);
+    for port in config.port..=last {
+        match bind_first(&addresses, port) {
+            Ok(listener) => {
+                if port != config.port {
+                    crate::log_info!("port {} was in use; using port {port}", config.port);
+                }
+                return Ok(listener);
+            }
+            Err(BindFailure::InUse) => crate::log_warn!("port {port} on {} is in use", config.host),
+            Err(BindFailure::Other(addr, source)) => return Err(Error::Bind { addr, source }),
+        }
+    }
+    Err(Error::PortsBusy {
+        host: config.host.clone(),
+        first: config.port,
+        last,
+    })
+}
+
+enum BindFailure {
+    InUse,
+    Other(SocketAddr, io::Error),
+}
+
+fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailure> {
+    let mut failure = BindFailure::InUse;
+    for &ip in addresses {
+        let addr = SocketAddr::new(ip, port);
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
+            Err(err) => failure = BindFailure::Other(addr, err),
+        }
+    }
+    Err(failure)
+}
+
+/// An address that reaches a listener bound to `bound` (the loopback for a wildcard bind).
+fn wake_address(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port())
+        }
+        _ => bound,
+    }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
+}

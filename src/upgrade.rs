@@ -1,0 +1,140 @@
+//! Turning an HTTP upgrade request into a registered peer (contract §1).
+//!
+//! In order: check the handshake headers (400 if broken), check `AUTH_TOKEN` (401, before any
+//! upgrade), switch protocols (101), then check the `peerId` and admit the peer to the registry.
+//! As in the reference, an invalid id, a duplicate id or a full server are told *after* the
+//! upgrade, with a 1008 close and the reference's reason text, so clients see what they expect.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiny_http::{HTTPVersion, Header, Response};
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{Role, WebSocket};
+
+use crate::auth;
+use crate::http;
+use crate::outbox::new_peer;
+use crate::peer;
+use crate::peer_id::PeerId;
+use crate::protocol;
+use crate::request_head::RequestHead;
+use crate::server::ServerState;
+
+/// How long a refused peer gets to read its 1008 close before the socket is closed.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Completes (or refuses) the WebSocket handshake on `stream` and, if all is well, starts the peer.
+/// `leftover` holds any bytes the client sent after its request head.
+pub(crate) fn accept(
+    mut stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+    state: &Arc<ServerState>,
+) {
+    let key = match check_handshake(head) {
+        Ok(key) => key,
+        Err(problem) => {
+            let extra = Some(("Sec-WebSocket-Version", "13"));
+            return http::reply_error_with(stream, 400, problem, state, extra);
+        }
+    };
+    if let Some(token) = &state.config.auth_token
+        && !auth::is_authorized(head, token)
+    {
+        crate::log_debug!("refused an upgrade without a valid token");
+        let extra = Some(("WWW-Authenticate", "Bearer"));
+        return http::reply_error_with(
+            stream,
+            401,
+            "Unauthorized: a valid token is required",
+            state,
+            extra,
+        );
+    }
+    if switch_protocols(&mut stream, head, key).is_err() {
+        return;
+    }
+
+    let Some(peer_id) = head.query_param("peerId").and_then(|id| PeerId::parse(&id)) else {
+        return refuse(stream, "Invalid peerId format");
+    };
+    let serial = state.next_serial();
+    let socket = match stream.try_clone() {
+        Ok(socket) => socket,
+        Err(_) => return refuse(stream, "Server cannot accept more connections"),
+    };
+    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, state.config.max_queued_bytes);
+    if let Err(refusal) = state.registry.register(handle.clone()) {
+        crate::log_debug!(
+            "refused peer {}: {}",
+            peer_id.short(),
+            refusal.close_reason()
+        );
+        return refuse(stream, refusal.close_reason());
+    }
+    drop(stream);
+    handle.send_text(protocol::connected(peer_id));
+    crate::log_debug!(
+        "peer {} connected from {:?}",
+        peer_id.short(),
+        handle.remote_addr
+    );
+    if let Err(err) = peer::spawn_threads(handle.clone(), outbox, shared, leftover, state.clone()) {
+        crate::log_warn!("cannot start threads for peer {}: {err}", peer_id.short());
+        state
+            .registry
+            .unregister(peer_id, serial, "server overloaded");
+        handle.kill();
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed upgrade request, or what is wrong with it.
+fn check_handshake(head: &RequestHead) -> Result<&str, &'static str> {
+    if head.method != "GET" {
+        return Err("WebSocket upgrades must use GET");
+    }
+    if head.minor_version != 1 {
+        return Err("WebSocket upgrades need HTTP/1.1");
+    }
+    if head.header("Sec-WebSocket-Version") != Some("13") {
+        return Err("Missing or unsupported Sec-WebSocket-Version (13 is supported)");
+    }
+    match head.header("Sec-WebSocket-Key") {
+        Some(key) if !key.is_empty() && key.len() <= 64 => Ok(key),
+        _ => Err("Missing or invalid Sec-WebSocket-Key"),
+    }
+}
+
+/// Writes the `101 Switching Protocols` reply.
+fn switch_protocols(stream: &mut TcpStream, head: &RequestHead, key: &str) -> std::io::Result<()> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut reply = Response::empty(101);
+    if let Ok(header) = Header::from_bytes(&b"Sec-WebSocket-Accept"[..], accept.as_bytes()) {
+        reply.add_header(header);
+    }
+    reply.raw_print(
+        &mut *stream,
+        HTTPVersion(1, head.minor_version),
+        &[],
+        true,
+        Some("websocket"),
+    )
+}
+
+/// Closes a just-upgraded connection with 1008 and `reason`, before it ever became a peer.
+/// Nothing else writes to this socket yet, so it is written directly.
+fn refuse(stream: TcpStream, reason: &'static str) {
+    let mut socket = WebSocket::from_raw_socket(&stream, Role::Server, None);
+    let close = CloseFrame {
+        code: CloseCode::Policy,
+        reason: reason.into(),
+    };
+    if socket.close(Some(close)).is_ok() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut stream = stream;
+        http::drain(&mut stream, REFUSAL_LINGER);
+    }
+}
