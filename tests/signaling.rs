@@ -1,0 +1,240 @@
+//! Contract §2 and §3: routing signals, `ping`, and the `error` replies.
+
+mod common;
+
+use common::{Client, new_peer_id, start};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+fn pair(addr: std::net::SocketAddr, network: &str) -> (Client, Client) {
+    let mut a = Client::join(addr, network);
+    let b = Client::join(addr, network);
+    a.drain();
+    (a, b)
+}
+
+fn error_of(messages: &[Value]) -> &Value {
+    messages
+        .iter()
+        .find(|m| m["type"] == "error")
+        .unwrap_or_else(|| panic!("no error reply in {messages:?}"))
+}
+
+#[test]
+fn every_signal_type_reaches_its_target_intact() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    let kinds = [
+        "offer",
+        "answer",
+        "ice-candidate",
+        "renegotiation-offer",
+        "renegotiation-answer",
+        "ice-restart-offer",
+        "ice-restart-answer",
+        "connection-rejected",
+    ];
+    for kind in kinds {
+        let data = json!({"sdp": format!("v=0\r\n{kind}"), "n": 1.5, "nested": {"list": [1, "two", null]}});
+        a.send(json!({"type": kind, "data": data, "networkName": "n", "targetPeerId": b.id, "maxPeers": 3}));
+        let got = b.wait_for(kind, |m| m["type"] == kind);
+        assert_eq!(got["data"], data, "{kind}");
+        assert_eq!(got["fromPeerId"], a.id);
+        assert_eq!(got["targetPeerId"], b.id);
+        assert_eq!(got["networkName"], "n");
+        assert!(got["timestamp"].is_u64());
+    }
+    assert!(
+        a.drain().is_empty(),
+        "the sender gets no reply for a delivered signal"
+    );
+}
+
+#[test]
+fn an_offer_and_answer_cross_in_the_default_network() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    a.send(json!({"type": "announce", "data": {"peerId": a.id}}));
+    a.drain();
+    b.send(json!({"type": "announce", "data": {"peerId": b.id}}));
+    b.drain();
+    a.send(json!({"type": "offer", "data": {"sdp": "o"}, "targetPeerId": b.id}));
+    assert_eq!(
+        b.wait_for("offer", |m| m["type"] == "offer")["networkName"],
+        "global"
+    );
+    b.send(json!({"type": "answer", "data": {"sdp": "a"}, "networkName": "global", "targetPeerId": a.id}));
+    assert_eq!(
+        a.wait_for("answer", |m| m["type"] == "answer")["data"]["sdp"],
+        "a"
+    );
+}
+
+#[test]
+fn from_peer_id_is_always_the_senders_own() {
+    let server = start();
+    let addr = server.local_addr();
+    let (mut a, mut b) = pair(addr, "n");
+    let victim = Client::join(addr, "n");
+    b.drain();
+    a.send(json!({"type": "offer", "data": {}, "networkName": "n", "targetPeerId": b.id, "fromPeerId": victim.id}));
+    assert_eq!(
+        b.wait_for("offer", |m| m["type"] == "offer")["fromPeerId"],
+        a.id
+    );
+}
+
+#[test]
+fn a_signal_without_a_target_is_ignored() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    a.send(json!({"type": "offer", "data": {}, "networkName": "n"}));
+    a.send(json!({"type": "offer", "data": {}, "networkName": "n", "targetPeerId": ""}));
+    assert!(a.drain().is_empty());
+    assert!(b.drain().is_empty());
+}
+
+#[test]
+fn a_signal_for_an_unknown_target_gets_a_distinct_error() {
+    let server = start();
+    let (mut a, _b) = pair(server.local_addr(), "n");
+    for target in [new_peer_id(), "not-an-id".to_string()] {
+        a.send(json!({"type": "offer", "data": {}, "networkName": "n", "targetPeerId": target}));
+        let replies = a.drain();
+        let error = error_of(&replies);
+        assert_eq!(error["code"], "unknown-target");
+        assert!(
+            error["error"].as_str().unwrap().contains("not connected"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn signals_never_cross_networks() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = Client::join(addr, "one");
+    let mut b = Client::join(addr, "two");
+    // Naming the target's network does not help: the sender is not in it.
+    a.send(json!({"type": "offer", "data": {}, "networkName": "two", "targetPeerId": b.id}));
+    assert_eq!(error_of(&a.drain())["code"], "not-in-network");
+    // Naming its own network: the target is not there, and that looks like any unknown peer.
+    a.send(json!({"type": "offer", "data": {}, "networkName": "one", "targetPeerId": b.id}));
+    assert_eq!(error_of(&a.drain())["code"], "unknown-target");
+    assert!(b.drain().is_empty(), "a signal crossed networks");
+}
+
+#[test]
+fn a_peer_must_announce_before_signalling() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::join(addr, "global");
+    a.send(json!({"type": "offer", "data": {}, "targetPeerId": b.id}));
+    let replies = a.drain();
+    let error = error_of(&replies);
+    assert_eq!(error["code"], "not-in-network");
+    assert!(
+        error["error"].as_str().unwrap().contains("announce"),
+        "{error}"
+    );
+    assert!(b.drain().is_empty());
+}
+
+#[test]
+fn ping_gets_pong() {
+    let server = start();
+    let mut a = Client::connect(server.local_addr());
+    a.send(json!({"type": "ping", "data": {"timestamp": 1}}));
+    let pong = a.wait_for("pong", |m| m["type"] == "pong");
+    assert_eq!(pong["fromPeerId"], "system");
+    assert_eq!(pong["targetPeerId"], a.id);
+    assert!(pong["data"]["timestamp"].is_u64());
+    assert!(pong["timestamp"].is_u64());
+}
+
+#[test]
+fn cleanup_messages_are_accepted_silently() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    a.send(json!({"type": "cleanup", "data": {"peerId": a.id, "targetPeerId": b.id}, "networkName": "n", "targetPeerId": b.id}));
+    a.send(json!({"type": "cleanup-all"}));
+    assert!(a.drain().is_empty());
+    assert!(b.drain().is_empty());
+}
+
+#[test]
+fn an_unknown_type_gets_the_reference_error() {
+    let server = start();
+    let mut a = Client::join(server.local_addr(), "n");
+    a.send(json!({"type": "chat", "data": "hi"}));
+    let replies = a.drain();
+    let error = error_of(&replies);
+    assert_eq!(
+        error["error"],
+        "Signaling server does not route 'chat' messages. Use WebRTC data channels for peer-to-peer communication."
+    );
+    assert!(error["timestamp"].is_u64());
+}
+
+#[test]
+fn peer_discovered_from_a_plain_peer_is_ignored() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    a.send(
+        json!({"type": "peer-discovered", "data": {"peerId": new_peer_id()}, "networkName": "n"}),
+    );
+    assert!(a.drain().is_empty());
+    assert!(b.drain().is_empty(), "a plain peer injected a discovery");
+}
+
+#[test]
+fn malformed_messages_get_an_error_and_the_connection_stays() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    let cases = [
+        ("{not json", "invalid-json"),
+        ("[1,2,3]", "invalid-message"),
+        ("{\"data\":{}}", "invalid-message"),
+        ("{\"type\":42}", "invalid-message"),
+        (
+            "{\"type\":\"offer\",\"targetPeerId\":{}}",
+            "invalid-message",
+        ),
+        ("{\"type\":\"announce\",\"data\":\"x\"}", "invalid-announce"),
+    ];
+    for (text, code) in cases {
+        a.send_raw(Message::text(text));
+        let replies = a.drain();
+        assert_eq!(error_of(&replies)["code"], code, "{text}");
+    }
+    a.send_raw(Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(error_of(&a.drain())["code"], "binary-not-supported");
+    // Still a working peer.
+    a.send(
+        json!({"type": "offer", "data": {"ok": true}, "networkName": "n", "targetPeerId": b.id}),
+    );
+    assert_eq!(
+        b.wait_for("offer", |m| m["type"] == "offer")["data"]["ok"],
+        true
+    );
+}
+
+#[test]
+fn an_oversized_message_closes_with_1009_and_others_are_unharmed() {
+    let server = common::start_with(|c| c.max_message_size = 64 * 1024);
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    let huge = format!(
+        "{{\"type\":\"offer\",\"data\":\"{}\"}}",
+        "x".repeat(100 * 1024)
+    );
+    // The server may close before the whole frame is written; a failed write is fine here.
+    let _ = a.ws.send(Message::text(huge));
+    let close = a.expect_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1009);
+    let left = b.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
+    assert_eq!(left["data"]["peerId"], a.id);
+}
