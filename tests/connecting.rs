@@ -5,6 +5,18 @@ mod common;
 use common::{Client, WAIT, new_peer_id, open, refused, start, start_with};
 use tungstenite::Message;
 
+/// The HTTP error with which the server refuses an upgrade.
+fn upgrade_error(
+    addr: std::net::SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    match open(addr, path_and_query, headers) {
+        Err(error) => error,
+        Ok(_) => panic!("the upgrade to {path_and_query} was accepted"),
+    }
+}
+
 #[test]
 fn a_valid_peer_id_is_greeted_with_connected() {
     let server = start();
@@ -113,9 +125,7 @@ fn auth_token_is_required_by_header_or_query_when_set() {
     let addr = server.local_addr();
     let id = new_peer_id();
 
-    let missing = open(addr, &format!("/?peerId={id}"), &[])
-        .err()
-        .expect("refused");
+    let missing = upgrade_error(addr, &format!("/?peerId={id}"), &[]);
     assert!(missing.starts_with("HTTP 401"), "{missing}");
     let raw = common::http_raw(
         addr,
@@ -131,17 +141,13 @@ fn auth_token_is_required_by_header_or_query_when_set() {
         raw.body
     );
     assert!(!raw.body.contains("s3cret"), "the token is never echoed");
-    let wrong = open(
+    let wrong = upgrade_error(
         addr,
         &format!("/?peerId={id}"),
         &[("Authorization", "Bearer nope")],
-    )
-    .err()
-    .expect("refused");
+    );
     assert!(wrong.starts_with("HTTP 401"), "{wrong}");
-    let wrong_query = open(addr, &format!("/?peerId={id}&token=s3cret"), &[])
-        .err()
-        .expect("refused");
+    let wrong_query = upgrade_error(addr, &format!("/?peerId={id}&token=s3cret"), &[]);
     assert!(wrong_query.starts_with("HTTP 401"), "{wrong_query}");
 
     let mut by_header = open(

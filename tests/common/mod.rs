@@ -186,15 +186,11 @@ impl Client {
 /// Reads the close frame of a connection the server refuses right after the upgrade.
 pub fn refused(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     let mut ws = open(addr, path_and_query, &[]).expect("upgrade accepted");
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(frame))) => {
-                return (u16::from(frame.code), frame.reason.to_string());
-            }
-            Ok(Message::Close(None)) => panic!("closed without a code"),
-            Ok(other) => panic!("expected a close frame, got {other:?}"),
-            Err(err) => panic!("expected a close frame, got error {err}"),
-        }
+    match ws.read() {
+        Ok(Message::Close(Some(frame))) => (u16::from(frame.code), frame.reason.to_string()),
+        Ok(Message::Close(None)) => panic!("closed without a code"),
+        Ok(other) => panic!("expected a close frame, got {other:?}"),
+        Err(err) => panic!("expected a close frame, got error {err}"),
     }
 }
 

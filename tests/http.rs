@@ -1,0 +1,186 @@
+//! Contract §6: the HTTP endpoints on the WebSocket port.
+
+mod common;
+
+use common::{Client, http_get, http_raw, http_request, start, start_with};
+use std::time::Duration;
+
+fn assert_json_with_cors(response: &common::HttpResponse, origin: &str) {
+    assert_eq!(response.header("Content-Type"), Some("application/json"));
+    assert_eq!(response.header("Access-Control-Allow-Origin"), Some(origin));
+}
+
+#[test]
+fn health_reports_status_and_counts() {
+    let server = start();
+    let addr = server.local_addr();
+    let _a = Client::join(addr, "n");
+    let _b = Client::join(addr, "m");
+    let response = http_get(addr, "/health");
+    assert_eq!(response.status, 200);
+    assert_json_with_cors(&response, "*");
+    let health = response.json();
+    assert_eq!(health["status"], "healthy");
+    assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(health["uptime"].as_f64().unwrap() >= 0.0);
+    assert_eq!(health["isHub"], false);
+    assert_eq!(
+        (health["connections"].as_u64(), health["peers"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        (health["hubs"].as_u64(), health["networks"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert!(health["memory"]["rss"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn stats_has_the_reference_fields() {
+    let server = start_with(|c| c.max_connections = 77);
+    let addr = server.local_addr();
+    let _a = Client::join(addr, "n");
+    let response = http_get(addr, "/stats");
+    assert_eq!(response.status, 200);
+    assert_json_with_cors(&response, "*");
+    let stats = response.json();
+    for field in [
+        "isRunning",
+        "isHub",
+        "hubPeerId",
+        "hubMeshNamespace",
+        "connections",
+        "peers",
+        "hubs",
+        "networks",
+        "bootstrapHubs",
+        "maxConnections",
+        "uptime",
+        "host",
+        "port",
+    ] {
+        assert!(stats.get(field).is_some(), "missing {field}: {stats}");
+    }
+    assert_eq!(stats["isRunning"], true);
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(stats["maxConnections"], 77);
+    assert_eq!(stats["port"], addr.port());
+    assert_eq!(stats["hubMeshNamespace"], "pigeonhub-mesh");
+    assert_eq!(stats["bootstrapHubs"]["total"], 0);
+}
+
+#[test]
+fn a_hub_server_reports_its_hub_peer_id() {
+    let server = start_with(|c| c.is_hub = true);
+    let stats = http_get(server.local_addr(), "/stats").json();
+    assert_eq!(stats["isHub"], true);
+    assert_eq!(stats["hubPeerId"].as_str().map(str::len), Some(40));
+    assert_eq!(stats["hubPeerId"].as_str(), server.hub_peer_id().as_deref());
+}
+
+#[test]
+fn hubstats_and_hubs_list_connected_hubs() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut hub = Client::connect(addr);
+    hub.send(serde_json::json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true, "port": 1}}));
+    hub.drain();
+    let response = http_get(addr, "/hubstats");
+    assert_json_with_cors(&response, "*");
+    let stats = response.json();
+    assert_eq!(
+        (stats["totalHubs"].as_u64(), stats["connectedHubs"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(stats["hubs"][0]["peerId"], hub.id);
+    assert!(stats["bootstrapHubs"].is_array());
+
+    let response = http_get(addr, "/hubs");
+    assert_json_with_cors(&response, "*");
+    let hubs = response.json();
+    assert_eq!(hubs["totalHubs"], 1);
+    assert!(hubs["timestamp"].as_str().unwrap().contains('T'));
+    assert_eq!(hubs["hubs"][0]["peerId"], hub.id);
+    assert_eq!(hubs["hubs"][0]["networkName"], "pigeonhub-mesh");
+    assert!(hubs["hubs"][0]["connectedAt"].is_u64());
+}
+
+#[test]
+fn root_serves_a_banner_and_unknown_paths_a_json_404() {
+    let server = start();
+    let addr = server.local_addr();
+    let root = http_get(addr, "/");
+    assert_eq!(root.status, 200);
+    assert!(root.body.contains("PeerPigeon"));
+    assert_eq!(root.header("Access-Control-Allow-Origin"), Some("*"));
+    let missing = http_get(addr, "/no/such/thing");
+    assert_eq!(missing.status, 404);
+    assert_json_with_cors(&missing, "*");
+    assert_eq!(missing.json()["error"], "Not found");
+}
+
+#[test]
+fn options_is_a_cors_preflight_on_any_path() {
+    let server = start_with(|c| c.cors_origin = "https://app.example".into());
+    for path in ["/", "/health", "/anything"] {
+        let response = http_request(server.local_addr(), "OPTIONS", path);
+        assert!(
+            response.status == 200 || response.status == 204,
+            "{path}: {}",
+            response.status
+        );
+        assert_eq!(
+            response.header("Access-Control-Allow-Origin"),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            response.header("Access-Control-Allow-Methods"),
+            Some("GET, POST, OPTIONS")
+        );
+        assert_eq!(
+            response.header("Access-Control-Allow-Headers"),
+            Some("Content-Type, Authorization")
+        );
+    }
+}
+
+#[test]
+fn head_sends_headers_without_a_body() {
+    let server = start();
+    let response = http_request(server.local_addr(), "HEAD", "/health");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("Content-Type"), Some("application/json"));
+    assert!(response.body.is_empty(), "{:?}", response.body);
+}
+
+#[test]
+fn configured_cors_origin_is_on_every_reply() {
+    let server = start_with(|c| c.cors_origin = "https://app.example".into());
+    for path in ["/health", "/stats", "/hubstats", "/hubs", "/missing"] {
+        let response = http_get(server.local_addr(), path);
+        assert_json_with_cors(&response, "https://app.example");
+    }
+}
+
+#[test]
+fn a_query_string_does_not_change_the_endpoint() {
+    let server = start();
+    assert_eq!(
+        http_get(server.local_addr(), "/health?verbose=1").json()["status"],
+        "healthy"
+    );
+}
+
+#[test]
+fn a_garbled_request_gets_a_400_and_a_slow_one_a_408() {
+    let server = start_with(|c| c.handshake_timeout = Duration::from_millis(300));
+    let addr = server.local_addr();
+    assert_eq!(http_raw(addr, "NOT HTTP AT ALL\r\n\r\n").status, 400);
+    // A head that never finishes.
+    assert_eq!(
+        http_raw(addr, "GET /health HTTP/1.1\r\nHost: x\r\n").status,
+        408
+    );
+    // And the server still answers.
+    assert_eq!(http_get(addr, "/health").status, 200);
+}

@@ -1,0 +1,221 @@
+//! Starting and stopping: port probing, graceful shutdown, and the `peerpigeon` binary itself
+//! (configuration errors, `--help`, SIGTERM / Ctrl-C).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, WAIT, start_with};
+use crossbeam_channel::Receiver;
+use peerpigeon::{Config, Error, Server};
+
+#[test]
+fn a_busy_port_is_probed_upward() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = blocker.local_addr().unwrap().port();
+    let server = start_with(|c| c.port = busy);
+    let used = server.local_addr().port();
+    assert!(used > busy && used <= busy + 10, "busy {busy}, used {used}");
+}
+
+#[test]
+fn no_free_port_within_the_retries_is_an_error() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = blocker.local_addr().unwrap().port();
+    let config = Config {
+        host: "127.0.0.1".into(),
+        port: busy,
+        port_retries: 0,
+        ..Config::default()
+    };
+    match Server::start(config) {
+        Err(Error::PortsBusy { first, last, .. }) => assert_eq!((first, last), (busy, busy)),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("bound a busy port"),
+    }
+}
+
+#[test]
+fn shutdown_closes_every_peer_with_1001_promptly() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut peers: Vec<Client> = (0..5).map(|_| Client::join(addr, "n")).collect();
+    // One client that never reads again: shutdown must not wait on it for long.
+    let _deaf = TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    let closer = std::thread::spawn(move || server.shutdown());
+    for peer in &mut peers {
+        let frame = peer.expect_close().expect("a close frame");
+        assert_eq!(u16::from(frame.code), 1001);
+    }
+    closer.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // The port is released.
+    assert!(TcpStream::connect(addr).is_err() || TcpListener::bind(addr).is_ok());
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peerpigeon"));
+    for name in [
+        "PORT",
+        "HOST",
+        "MAX_CONNECTIONS",
+        "CORS_ORIGIN",
+        "IS_HUB",
+        "HUB_MESH_NAMESPACE",
+        "BOOTSTRAP_HUBS",
+        "AUTH_TOKEN",
+        "LOG_LEVEL",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let output = binary().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (name, default) in [
+        ("PORT", "3000"),
+        ("HOST", "localhost"),
+        ("MAX_CONNECTIONS", "1000"),
+        ("CORS_ORIGIN", "*"),
+        ("IS_HUB", "false"),
+        ("HUB_MESH_NAMESPACE", "pigeonhub-mesh"),
+        ("BOOTSTRAP_HUBS", ""),
+        ("AUTH_TOKEN", "unset"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{help}"));
+        assert!(
+            line.contains(&format!("[{default}")),
+            "{name} default: {line}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_variable_exits_2_with_one_line_naming_it() {
+    for (name, value) in [
+        ("PORT", "abc"),
+        ("MAX_CONNECTIONS", "-1"),
+        ("IS_HUB", "perhaps"),
+        ("BOOTSTRAP_HUBS", "nope"),
+    ] {
+        let output = binary().env(name, value).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(name) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A running server binary; killed if a test ends before it exited.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the binary on `port` and returns it with the address it logged.
+fn run_binary(port: u16) -> (Running, SocketAddr, Receiver<String>) {
+    let mut child = binary()
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take();
+    let running = Running(Some(child));
+    let stderr = stderr.expect("piped stderr");
+    let (lines_tx, lines) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = lines
+            .recv_deadline(deadline)
+            .expect("the binary logs its address");
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return (running, addr, lines);
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it and returns `None` if it does not.
+fn wait_exit(mut running: Running, limit: Duration) -> Option<std::process::ExitStatus> {
+    let mut child = running.0.take()?;
+    let pid = child.id().to_string();
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    match done.recv_timeout(limit) {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            None
+        }
+    }
+}
+
+#[test]
+fn sigterm_and_ctrl_c_close_peers_with_1001_and_exit_0_within_two_seconds() {
+    for signal in ["TERM", "INT"] {
+        let (child, addr, _log) = run_binary(0);
+        let mut peer = Client::join(addr, "n");
+        let started = Instant::now();
+        let killed = Command::new("kill")
+            .args([
+                format!("-{signal}"),
+                child.0.as_ref().map_or(0, Child::id).to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let frame = peer.expect_close().expect("a close frame");
+        assert_eq!(u16::from(frame.code), 1001, "SIG{signal}");
+        let status = wait_exit(child, Duration::from_secs(3)).expect("the server exits");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "SIG{signal}: exit took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}
+
+#[test]
+fn the_binary_logs_the_port_it_moved_to() {
+    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = blocker.local_addr().unwrap().port();
+    let (_running, addr, _log) = run_binary(busy);
+    assert!(
+        addr.port() > busy && addr.port() <= busy + 10,
+        "busy {busy}, logged {addr}"
+    );
+}
