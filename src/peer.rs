@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Error as WsError, Message};
@@ -146,6 +147,11 @@ fn run_reader(
             Err(WsError::Utf8(_)) => {
                 handle.close(1007, "Invalid UTF-8 in text frame");
                 departure.reason = "invalid UTF-8";
+                break;
+            }
+            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                // The TCP connection ended without a close frame: the peer just went away.
+                handle.kill();
                 break;
             }
             Err(WsError::Protocol(_)) => {
