@@ -123,6 +123,7 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "bootstrapHubs": {"total": state.config.bootstrap_hubs.len(), "connected": 0},
         "maxConnections": state.config.max_connections,
         "uptime": state.started.elapsed().as_millis() as u64,
+        "rejectedMessages": state.rejected_messages(),
         "host": state.config.host,
         "port": state.local_addr.port(),
     })

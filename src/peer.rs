@@ -128,6 +128,7 @@ fn run_reader(
             Ok(Message::Text(text)) => router::handle_text(&state, &handle, text.as_str()),
             Ok(Message::Binary(_)) => {
                 let text = "Binary frames are not supported: send JSON text messages";
+                state.note_rejected();
                 handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
             }
             Ok(Message::Ping(payload)) => handle.send_control(Outbound::Pong(payload)),

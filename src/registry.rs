@@ -122,13 +122,13 @@ impl Registry {
         if state.shutting_down {
             return Err(RegisterError::ShuttingDown);
         }
+        let mut stale = None;
         if let Some(existing) = state.peers.get(&handle.peer_id) {
             if !existing.handle.is_closing() {
                 return Err(RegisterError::Duplicate);
             }
-            let stale = existing.handle.clone();
-            state.remove(stale.peer_id, "replaced");
-            stale.kill();
+            stale = Some(existing.handle.clone());
+            state.remove(handle.peer_id, "replaced");
         }
         if state.peers.len() >= self.max_connections {
             return Err(RegisterError::Full);
@@ -140,6 +140,11 @@ impl Registry {
                 announced: None,
             },
         );
+        drop(state);
+        // Make sure the replaced connection is really gone; done outside the lock (it is a syscall).
+        if let Some(stale) = stale {
+            stale.kill();
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
     let message = match protocol::parse_client_message(text) {
         Ok(message) => message,
         Err(err) => {
-            from.send_text(protocol::error(err.code(), &err.to_string()));
+            reject(state, from, protocol::error(err.code(), &err.to_string()));
             return;
         }
     };
@@ -53,7 +53,11 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         ClientMessage::PeerDiscovered => {}
         ClientMessage::Unsupported { kind } => {
             let text = protocol::unsupported_type_text(shorten(&kind));
-            from.send_text(protocol::error(error_code::UNSUPPORTED_TYPE, &text));
+            reject(
+                state,
+                from,
+                protocol::error(error_code::UNSUPPORTED_TYPE, &text),
+            );
         }
     }
 }
@@ -93,7 +97,14 @@ fn route_signal(
             ),
         ),
     };
-    from.send_text(reply);
+    reject(state, from, reply);
+}
+
+/// Sends `from` an `error` reply and counts it. The connection stays open: one bad message is a
+/// bug in a client, not an attack.
+fn reject(state: &ServerState, from: &PeerHandle, error: String) {
+    state.note_rejected();
+    from.send_text(error);
 }
 
 /// `text` cut to at most [`MAX_ECHOED_LEN`] bytes, on a character boundary.

@@ -36,12 +36,24 @@ pub(crate) struct ServerState {
     next_serial: AtomicU64,
     /// Sockets accepted whose request head is still being read.
     pub pending_handshakes: AtomicUsize,
+    /// Client messages answered with an `error` since start (reported by `/stats`).
+    rejected_messages: AtomicU64,
 }
 
 impl ServerState {
     /// A number no other connection of this server has had.
     pub fn next_serial(&self) -> u64 {
         self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a client message that was answered with an `error`.
+    pub fn note_rejected(&self) {
+        self.rejected_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client messages answered with an `error` since start.
+    pub fn rejected_messages(&self) -> u64 {
+        self.rejected_messages.load(Ordering::Relaxed)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -77,6 +89,7 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             next_serial: AtomicU64::new(1),
             pending_handshakes: AtomicUsize::new(0),
+            rejected_messages: AtomicU64::new(0),
         });
 
         let (stop_sweeper, stop_signal) = crossbeam_channel::bounded::<()>(0);

@@ -213,6 +213,12 @@ fn malformed_messages_get_an_error_and_the_connection_stays() {
     }
     a.send_raw(Message::binary(vec![1u8, 2, 3]));
     assert_eq!(error_of(&a.drain())["code"], "binary-not-supported");
+    let stats = common::http_get(server.local_addr(), "/stats").json();
+    assert_eq!(
+        stats["rejectedMessages"],
+        cases.len() + 1,
+        "every rejected message is counted"
+    );
     // Still a working peer.
     a.send(
         json!({"type": "offer", "data": {"ok": true}, "networkName": "n", "targetPeerId": b.id}),
