@@ -41,6 +41,10 @@ pub struct Config {
     /// Bytes that may wait in one peer's outbound queue (`MAX_QUEUED_BYTES`); a peer that lets more
     /// pile up is not reading and is closed.
     pub max_queued_bytes: usize,
+    /// Most sockets still sending their request head at once (`MAX_PENDING_HANDSHAKES`). Each costs
+    /// a thread until its head arrives or `handshake_timeout` passes; past the limit, new sockets are
+    /// closed on accept.
+    pub max_pending_handshakes: usize,
     /// How much the server logs (`LOG_LEVEL`). Applied by the binary; the library only reads it.
     pub log_level: Level,
 }
@@ -62,6 +66,7 @@ impl Default for Config {
             cleanup_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
+            max_pending_handshakes: 1024,
             log_level: Level::Info,
         }
     }
@@ -83,6 +88,7 @@ pub const ENV_HELP: &str = "\
   CLEANUP_INTERVAL_SECS   how often idle peers are pinged and swept                 [30]
   HANDSHAKE_TIMEOUT_SECS  time a new socket has to send its request head            [10]
   MAX_QUEUED_BYTES        outbound bytes one peer may leave unread before closing   [16777216]
+  MAX_PENDING_HANDSHAKES  most sockets still sending their request head at once     [1024]
   LOG_LEVEL               error, warn, info or debug                                [info]";
 
 /// A configuration value that could not be used. Its `Display` names the variable and the fix.
@@ -162,6 +168,10 @@ impl Config {
         if let Some(v) = get("MAX_QUEUED_BYTES") {
             config.max_queued_bytes =
                 parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+        }
+        if let Some(v) = get("MAX_PENDING_HANDSHAKES") {
+            config.max_pending_handshakes =
+                parse_number("MAX_PENDING_HANDSHAKES", &v, 1, 1_000_000)? as usize;
         }
         if let Some(v) = get("LOG_LEVEL") {
             config.log_level = Level::parse(&v).ok_or_else(|| {
@@ -288,6 +298,7 @@ mod tests {
             ("PORT_RETRIES", "0"),
             ("MAX_QUEUED_BYTES", "1048576"),
             ("LOG_LEVEL", "debug"),
+            ("MAX_PENDING_HANDSHAKES", "99"),
         ])
         .unwrap();
         assert_eq!(
@@ -306,6 +317,7 @@ mod tests {
         assert_eq!(config.port_retries, 0);
         assert_eq!(config.max_queued_bytes, 1 << 20);
         assert_eq!(config.log_level, Level::Debug);
+        assert_eq!(config.max_pending_handshakes, 99);
     }
 
     #[test]

@@ -16,9 +16,6 @@ use crate::request_head::{HeadError, RequestHead, read_head};
 use crate::server::ServerState;
 use crate::{http, upgrade};
 
-/// Most sockets whose head is still being read at once. Past it, new sockets are closed on accept:
-/// this is what bounds the threads a flood of silent connections can cost.
-pub(crate) const MAX_PENDING_HANDSHAKES: usize = 256;
 /// Stack of a connection's first thread; it parses a head and writes a short reply.
 const HANDSHAKE_STACK: usize = 128 * 1024;
 
@@ -43,9 +40,13 @@ pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
 
 /// Starts the connection's own thread, unless too many handshakes are already in flight.
 fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
-    if state.pending_handshakes.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_HANDSHAKES {
+    // The bound on threads a flood of silent sockets can cost: past it, new sockets are closed.
+    let limit = state.config.max_pending_handshakes;
+    if state.pending_handshakes.fetch_add(1, Ordering::Relaxed) >= limit {
         state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
-        crate::log_warn!("{MAX_PENDING_HANDSHAKES} handshakes in flight; refusing a connection");
+        crate::log_warn!(
+            "{limit} sockets are still sending their request head; refusing a connection"
+        );
         return;
     }
     let serial = state.next_serial();
