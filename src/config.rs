@@ -41,6 +41,11 @@ pub struct Config {
     /// Bytes that may wait in one peer's outbound queue (`MAX_QUEUED_BYTES`); a peer that lets more
     /// pile up is not reading and is closed.
     pub max_queued_bytes: usize,
+    /// In hub mode, how often this hub tells the mesh it is alive (`HUB_HEARTBEAT_SECS`); the peers
+    /// of a hub not heard from for three of these are dropped.
+    pub hub_heartbeat: Duration,
+    /// Most hub-to-hub links a relayed message may cross (`HUB_MAX_HOPS`).
+    pub hub_max_hops: u32,
     /// Most sockets still sending their request head at once (`MAX_PENDING_HANDSHAKES`). Each costs
     /// a thread until its head arrives or `handshake_timeout` passes; past the limit, new sockets are
     /// closed on accept.
@@ -67,6 +72,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pending_handshakes: 1024,
+            hub_heartbeat: Duration::from_secs(10),
+            hub_max_hops: 16,
             log_level: Level::Info,
         }
     }
@@ -88,6 +95,8 @@ pub const ENV_HELP: &str = "\
   CLEANUP_INTERVAL_SECS   how often idle peers are pinged and swept                 [30]
   HANDSHAKE_TIMEOUT_SECS  time a new socket has to send its request head            [10]
   MAX_QUEUED_BYTES        outbound bytes one peer may leave unread before closing   [16777216]
+  HUB_HEARTBEAT_SECS      hub mode: heartbeat interval; silent for 3 = hub gone      [10]
+  HUB_MAX_HOPS            hub mode: most hub links a relayed message crosses        [16]
   MAX_PENDING_HANDSHAKES  most sockets still sending their request head at once     [1024]
   LOG_LEVEL               error, warn, info or debug                                [info]";
 
@@ -168,6 +177,13 @@ impl Config {
         if let Some(v) = get("MAX_QUEUED_BYTES") {
             config.max_queued_bytes =
                 parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+        }
+        if let Some(v) = get("HUB_HEARTBEAT_SECS") {
+            config.hub_heartbeat =
+                Duration::from_secs(parse_number("HUB_HEARTBEAT_SECS", &v, 1, 3_600)?);
+        }
+        if let Some(v) = get("HUB_MAX_HOPS") {
+            config.hub_max_hops = parse_number("HUB_MAX_HOPS", &v, 1, 255)? as u32;
         }
         if let Some(v) = get("MAX_PENDING_HANDSHAKES") {
             config.max_pending_handshakes =
@@ -299,6 +315,8 @@ mod tests {
             ("MAX_QUEUED_BYTES", "1048576"),
             ("LOG_LEVEL", "debug"),
             ("MAX_PENDING_HANDSHAKES", "99"),
+            ("HUB_HEARTBEAT_SECS", "2"),
+            ("HUB_MAX_HOPS", "4"),
         ])
         .unwrap();
         assert_eq!(
@@ -318,6 +336,10 @@ mod tests {
         assert_eq!(config.max_queued_bytes, 1 << 20);
         assert_eq!(config.log_level, Level::Debug);
         assert_eq!(config.max_pending_handshakes, 99);
+        assert_eq!(
+            (config.hub_heartbeat, config.hub_max_hops),
+            (Duration::from_secs(2), 4)
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod error;
 mod http;
 mod listener;
 pub mod log;
+mod mesh;
 mod outbox;
 mod peer;
 mod peer_id;

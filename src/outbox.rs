@@ -77,6 +77,8 @@ pub struct PeerHandle {
     pub connected_at_ms: u64,
     tx: Sender<Outbound>,
     shared: Arc<PeerShared>,
+    /// Set once the connection is a link to another hub: its messages are then trusted as relays.
+    link: AtomicBool,
 }
 
 /// Creates the handle of a new connection, plus what its writer needs: the receiving end of the
@@ -104,6 +106,7 @@ pub fn new_peer(
         connected_at_ms: now,
         tx,
         shared: shared.clone(),
+        link: AtomicBool::new(false),
     });
     (handle, rx, shared)
 }
@@ -154,6 +157,16 @@ impl PeerHandle {
     /// Whether the connection is being closed (it may still be registered for a moment).
     pub fn is_closing(&self) -> bool {
         self.shared.closing.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as a link to another hub.
+    pub fn mark_link(&self) {
+        self.link.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is a link to another hub.
+    pub fn is_link(&self) -> bool {
+        self.link.load(Ordering::Relaxed)
     }
 
     /// Records that a frame arrived from the peer.

@@ -54,7 +54,7 @@ pub(crate) fn spawn_threads(
     thread::Builder::new()
         .name(format!("peer-{short}-tx"))
         .stack_size(WRITER_STACK)
-        .spawn(move || run_writer(outbox, writer_shared))?;
+        .spawn(move || run_writer(outbox, writer_shared, Role::Server))?;
     thread::Builder::new()
         .name(format!("peer-{short}-rx"))
         .stack_size(READER_STACK)
@@ -109,67 +109,96 @@ fn run_reader(
         reason: "disconnected",
     };
     let limit = state.config.max_message_size;
+    departure.reason =
+        read_frames(
+            &handle,
+            &shared,
+            leftover,
+            Role::Server,
+            limit,
+            |message| match message {
+                Incoming::Text(text) => router::handle_text(&state, &handle, text),
+                Incoming::Binary => {
+                    state.note_rejected();
+                    let text = "Binary frames are not supported: send JSON text messages";
+                    handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+                }
+            },
+        );
+    // Tell the network now, not after the linger below.
+    drop(departure);
+    linger(&shared);
+}
+
+/// Reads frames until the connection ends, handing each data message to `on_message`; answers pings
+/// and closes through the writer. Returns why the connection ended. Used for peers (server role)
+/// and for the links this hub opens to other hubs (client role).
+pub(crate) fn read_frames(
+    handle: &PeerHandle,
+    shared: &PeerShared,
+    leftover: Vec<u8>,
+    role: Role,
+    max_message_size: usize,
+    mut on_message: impl FnMut(Incoming<'_>),
+) -> &'static str {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
-    let mut socket = WebSocket::from_partially_read(
-        ReadOnly(&shared.socket),
-        leftover,
-        Role::Server,
-        Some(config),
-    );
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    let mut socket =
+        WebSocket::from_partially_read(ReadOnly(&shared.socket), leftover, role, Some(config));
     loop {
         let message = socket.read();
         if message.is_ok() {
             handle.touch();
         }
         match message {
-            Ok(Message::Text(text)) => router::handle_text(&state, &handle, text.as_str()),
-            Ok(Message::Binary(_)) => {
-                let text = "Binary frames are not supported: send JSON text messages";
-                state.note_rejected();
-                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
-            }
+            Ok(Message::Text(text)) => on_message(Incoming::Text(text.as_str())),
+            Ok(Message::Binary(_)) => on_message(Incoming::Binary),
             Ok(Message::Ping(payload)) => handle.send_control(Outbound::Pong(payload)),
             Ok(Message::Pong(_) | Message::Frame(_)) => {}
             Ok(Message::Close(frame)) => {
                 // Echo the peer's code, as RFC 6455 asks.
                 let code = frame.map_or(1000, |f| u16::from(f.code));
                 handle.send_control(Outbound::Close(echo_code(code), ""));
-                departure.reason = "closed";
-                break;
+                return "closed";
             }
             Err(WsError::Capacity(_)) => {
                 handle.close(1009, "Message too big");
-                departure.reason = "message too big";
-                break;
+                return "message too big";
             }
             Err(WsError::Utf8(_)) => {
                 handle.close(1007, "Invalid UTF-8 in text frame");
-                departure.reason = "invalid UTF-8";
-                break;
+                return "invalid UTF-8";
             }
             Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                // The TCP connection ended without a close frame: the peer just went away.
+                // The TCP connection ended without a close frame: the other side just went away.
                 handle.kill();
-                break;
+                return "disconnected";
             }
             Err(WsError::Protocol(_)) => {
                 handle.close(1002, "WebSocket protocol error");
-                departure.reason = "protocol error";
-                break;
+                return "protocol error";
             }
             Err(_) => {
                 // The socket closed or failed; there is nobody to send a close frame to.
                 handle.kill();
-                break;
+                return "disconnected";
             }
         }
     }
-    // Tell the network now, not after the linger below.
-    drop(departure);
-    // Let the peer read our close frame: consume what it still sends until it closes its side.
+}
+
+/// A data message, as the frame reader hands it on.
+pub(crate) enum Incoming<'a> {
+    Text(&'a str),
+    /// A binary message: the protocol has none, so its content is not kept.
+    Binary,
+}
+
+/// Lets the other side read our close frame: consumes what it still sends until it closes its
+/// side, or [`CLOSE_GRACE`] passes.
+pub(crate) fn linger(shared: &PeerShared) {
     let mut stream = &shared.socket;
     let deadline = Instant::now() + CLOSE_GRACE;
     let mut sink = [0u8; 4096];
@@ -196,10 +225,10 @@ fn echo_code(code: u16) -> u16 {
     }
 }
 
-fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>) {
+pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, role: Role) {
     let _ = shared.socket.set_write_timeout(Some(WRITE_TIMEOUT));
     let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
-    let mut socket = WebSocket::from_raw_socket(&shared.socket, Role::Server, Some(config));
+    let mut socket = WebSocket::from_raw_socket(&shared.socket, role, Some(config));
     'connection: while let Ok(first) = outbox.recv() {
         let mut next = Some(first);
         while let Some(item) = next {

@@ -14,9 +14,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::clock::unix_millis;
+use crate::mesh::{Direction, MeshConfig, MeshState};
 use crate::outbox::PeerHandle;
 use crate::peer_id::PeerId;
-use crate::protocol;
+use crate::protocol::{self, SignalKind};
 
 /// Why a new connection was not registered. Each maps to a 1008 close reason of the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,23 +78,26 @@ pub struct HubInfo {
 }
 
 /// What a peer told the server about itself when it announced.
-struct Announcement {
-    network: Arc<str>,
-    is_hub: bool,
+pub(crate) struct Announcement {
+    pub network: Arc<str>,
+    pub is_hub: bool,
     /// The `data` of the `peer-discovered` that describes this peer, built once at announce.
-    discovery: Box<RawValue>,
-    announced_at: u64,
+    pub discovery: Box<RawValue>,
+    pub announced_at: u64,
+    /// Orders this announcement against others of the same peer across hubs (`mesh.rs`).
+    pub seq: u64,
 }
 
-struct PeerEntry {
-    handle: Arc<PeerHandle>,
-    announced: Option<Announcement>,
+pub(crate) struct PeerEntry {
+    pub handle: Arc<PeerHandle>,
+    pub announced: Option<Announcement>,
 }
 
-#[derive(Default)]
-struct State {
-    peers: HashMap<PeerId, PeerEntry>,
-    networks: HashMap<Arc<str>, HashSet<PeerId>>,
+/// Everything behind the registry's lock. `mesh.rs` adds the hub-mode half.
+pub(crate) struct State {
+    pub peers: HashMap<PeerId, PeerEntry>,
+    pub networks: HashMap<Arc<str>, HashSet<PeerId>>,
+    pub mesh: MeshState,
     shutting_down: bool,
 }
 
@@ -106,13 +110,24 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry that admits at most `max_connections` peers.
-    pub fn new(max_connections: usize) -> Registry {
+    /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
+    pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
+        let state = State {
+            peers: HashMap::new(),
+            networks: HashMap::new(),
+            mesh: MeshState::new(mesh),
+            shutting_down: false,
+        };
         Registry {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             emptied: Condvar::new(),
             max_connections,
         }
+    }
+
+    /// The lock itself, for `mesh.rs`.
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Admits a new connection. A previous connection under the same id that is already closing is
@@ -193,6 +208,7 @@ impl Registry {
             state.leave_network(peer, "network-change");
         }
         let network = state.join_network(peer, network);
+        let seq = state.mesh.next_stamp();
         if let Some(entry) = state.peers.get_mut(&peer) {
             let announced_at = unix_millis();
             entry.announced = Some(Announcement {
@@ -200,30 +216,45 @@ impl Registry {
                 is_hub,
                 discovery,
                 announced_at,
+                seq,
             });
         }
 
-        let state = &*state;
-        let Some(newcomer) = state.peers.get(&peer) else {
-            return;
-        };
-        let Some(ours) = &newcomer.announced else {
-            return;
-        };
-        for &other in state.networks.get(&network).into_iter().flatten() {
-            let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
-                continue;
+        {
+            let state = &*state;
+            let Some(newcomer) = state.peers.get(&peer) else {
+                return;
             };
-            entry
-                .handle
-                .send_text(protocol::peer_discovered(&ours.discovery, &network, other));
-            if let Some(theirs) = &entry.announced {
-                newcomer.handle.send_text(protocol::peer_discovered(
-                    &theirs.discovery,
-                    &network,
-                    peer,
-                ));
+            let Some(ours) = &newcomer.announced else {
+                return;
+            };
+            for &other in state.networks.get(&network).into_iter().flatten() {
+                let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
+                    continue;
+                };
+                entry
+                    .handle
+                    .send_text(protocol::peer_discovered(&ours.discovery, &network, other));
+                if let Some(theirs) = &entry.announced {
+                    newcomer.handle.send_text(protocol::peer_discovered(
+                        &theirs.discovery,
+                        &network,
+                        peer,
+                    ));
+                }
             }
+        }
+        state.mesh_local_announced(peer, &network, is_hub);
+        // In hub mode, a hub announcing to us becomes a link (contract §5).
+        if is_hub
+            && state.mesh.config.is_some()
+            && let Some(entry) = state.peers.get(&peer)
+            && !entry.handle.is_link()
+        {
+            let handle = entry.handle.clone();
+            let fields = protocol::PeerFields::of(entry.announced.as_ref().map(|a| &*a.discovery));
+            let speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
+            state.add_link(handle, Direction::Inbound, speaks_relay, Some(peer));
         }
     }
 
@@ -233,16 +264,17 @@ impl Registry {
         self.state.lock().leave_network(peer, reason);
     }
 
-    /// Delivers a signal built by `build(target)` from `sender` to `target`, both announced in
-    /// `network` (contract §3). The signal is built only once delivery is certain.
+    /// Delivers a `kind` signal from local peer `sender` to `target`, both announced in `network`
+    /// (contract §3), or in hub mode relays it to the other hubs when the target is not here.
     pub fn deliver_signal(
         &self,
         sender: PeerId,
         network: &str,
         target: PeerId,
-        build: impl FnOnce() -> String,
+        kind: SignalKind,
+        data: Option<&RawValue>,
     ) -> Result<(), RouteError> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let sender_network = state
             .peers
             .get(&sender)
@@ -253,15 +285,24 @@ impl Registry {
         }
         // A target in another network is reported exactly like a missing one, so that signalling
         // cannot be used to probe who is connected elsewhere.
-        let target_entry = state
-            .peers
-            .get(&target)
-            .filter(|e| e.announced.as_ref().is_some_and(|a| &*a.network == network));
-        let Some(target_entry) = target_entry else {
-            return Err(RouteError::UnknownTarget);
-        };
-        target_entry.handle.send_text(build());
-        Ok(())
+        if let Some(entry) = state.peers.get(&target) {
+            if !entry
+                .announced
+                .as_ref()
+                .is_some_and(|a| &*a.network == network)
+            {
+                return Err(RouteError::UnknownTarget);
+            }
+            entry
+                .handle
+                .send_text(protocol::signal(kind, data, sender, target, network));
+            return Ok(());
+        }
+        if state.relay_local_signal(kind, sender, target, network, data) {
+            Ok(())
+        } else {
+            Err(RouteError::UnknownTarget)
+        }
     }
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
@@ -330,36 +371,44 @@ impl State {
         name
     }
 
-    /// Takes `peer` out of its network, if it announced, and tells the remaining members.
+    /// Takes `peer` out of its network, if it announced, and tells the remaining members and,
+    /// in hub mode, the other hubs.
     fn leave_network(&mut self, peer: PeerId, reason: &str) {
         let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else {
             return;
         };
         let network = announced.network;
-        let Some(members) = self.networks.get_mut(&network) else {
-            return;
-        };
-        members.remove(&peer);
-        if members.is_empty() {
-            self.networks.remove(&network);
-            return;
+        if let Some(members) = self.networks.get_mut(&network) {
+            members.remove(&peer);
+            if members.is_empty() {
+                self.networks.remove(&network);
+            }
         }
         if self.shutting_down {
             return;
         }
-        for other in &self.networks[&network] {
+        for other in self.networks.get(&network).into_iter().flatten() {
             if let Some(entry) = self.peers.get(other) {
-                let notice =
-                    protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other);
-                entry.handle.send_text(notice);
+                entry.handle.send_text(protocol::peer_disconnected(
+                    peer,
+                    announced.is_hub,
+                    reason,
+                    &network,
+                    *other,
+                ));
             }
         }
+        self.mesh_local_left(peer, &network, announced.is_hub, announced.seq, reason);
     }
 
-    /// Forgets `peer` entirely, telling its network.
+    /// Forgets `peer` entirely, telling its network (and, if it was a hub link, dropping the link).
     fn remove(&mut self, peer: PeerId, reason: &str) {
         self.leave_network(peer, reason);
-        self.peers.remove(&peer);
+        if let Some(entry) = self.peers.remove(&peer)
+            && entry.handle.is_link()
+        {
+            self.remove_link(entry.handle.serial);
+        }
     }
 }
 
@@ -411,7 +460,7 @@ mod tests {
 
     #[test]
     fn duplicate_ids_and_the_connection_limit_are_refused() {
-        let registry = Registry::new(2);
+        let registry = Registry::new(2, None);
         let (a, a2, b, c) = (peer(1, 1), peer(1, 2), peer(2, 3), peer(3, 4));
         registry.register(a.handle.clone()).unwrap();
         assert_eq!(
@@ -433,7 +482,7 @@ mod tests {
 
     #[test]
     fn discovery_goes_both_ways_inside_a_network_only() {
-        let registry = Registry::new(10);
+        let registry = Registry::new(10, None);
         let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
         for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();
@@ -461,7 +510,7 @@ mod tests {
 
     #[test]
     fn leaving_tells_the_network_once() {
-        let registry = Registry::new(10);
+        let registry = Registry::new(10, None);
         let (a, b) = (peer(1, 1), peer(2, 2));
         registry.register(a.handle.clone()).unwrap();
         registry.register(b.handle.clone()).unwrap();
@@ -478,31 +527,38 @@ mod tests {
 
     #[test]
     fn signals_stay_inside_the_senders_network() {
-        let registry = Registry::new(10);
+        let registry = Registry::new(10, None);
         let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
         for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();
         }
         let (ida, idb, idc) = (a.handle.peer_id, b.handle.peer_id, c.handle.peer_id);
+        let offer = SignalKind::Offer;
         assert_eq!(
-            registry.deliver_signal(ida, "n", idb, String::new),
+            registry.deliver_signal(ida, "n", idb, offer, None),
             Err(RouteError::NotInNetwork)
         );
         announce(&registry, &a, "n");
         announce(&registry, &b, "n");
         announce(&registry, &c, "m");
         assert_eq!(
-            registry.deliver_signal(ida, "m", idc, String::new),
+            registry.deliver_signal(ida, "m", idc, offer, None),
             Err(RouteError::NotInNetwork)
         );
         assert_eq!(
-            registry.deliver_signal(ida, "n", idc, String::new),
+            registry.deliver_signal(ida, "n", idc, offer, None),
             Err(RouteError::UnknownTarget)
         );
         texts(&b.rx);
+        let data = RawValue::from_string("{\"x\":1}".to_string()).unwrap();
         registry
-            .deliver_signal(ida, "n", idb, || "{\"x\":1}".to_string())
+            .deliver_signal(ida, "n", idb, offer, Some(&data))
             .unwrap();
-        assert_eq!(texts(&b.rx), vec![serde_json::json!({"x": 1})]);
+        let got = texts(&b.rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (&got[0]["data"], got[0]["fromPeerId"].as_str()),
+            (&serde_json::json!({"x": 1}), Some(ida.as_str()))
+        );
     }
 }

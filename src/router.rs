@@ -32,6 +32,10 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
                 .registry
                 .announce(from.peer_id, &network, is_hub, discovery);
         }
+        // A hub link relays other servers' peers: its signals keep their `fromPeerId`.
+        ClientMessage::Signal { .. } | ClientMessage::HubOnly if from.is_link() => {
+            state.registry.handle_link_message(from.serial, text);
+        }
         ClientMessage::Signal {
             kind,
             network,
@@ -49,8 +53,8 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         }
         // The client sends these; the reference accepts them silently.
         ClientMessage::Cleanup => {}
-        // Discovery relayed between hubs. A plain peer may not inject peers into a network.
-        ClientMessage::PeerDiscovered => {}
+        // Hub-to-hub traffic from a plain peer: it may not inject peers into a network.
+        ClientMessage::HubOnly => {}
         ClientMessage::Unsupported { kind } => {
             let text = protocol::unsupported_type_text(shorten(&kind));
             reject(
@@ -72,9 +76,9 @@ fn route_signal(
 ) {
     let sender = from.peer_id;
     let delivered = match PeerId::parse(target) {
-        Some(target) => state.registry.deliver_signal(sender, network, target, || {
-            protocol::signal(kind, data, sender, target, network)
-        }),
+        Some(target) => state
+            .registry
+            .deliver_signal(sender, network, target, kind, data),
         None => Err(RouteError::UnknownTarget),
     };
     let reply = match delivered {

@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
 use crate::{cleanup, listener};
@@ -80,8 +81,16 @@ impl Server {
             source,
         })?;
         let hub_peer_id = config.is_hub.then(PeerId::random);
+        let mesh = hub_peer_id.map(|hub_id| MeshConfig {
+            hub_id,
+            namespace: config.hub_mesh_namespace.clone(),
+            host: config.host.clone(),
+            port: local_addr.port(),
+            max_hops: config.hub_max_hops,
+            heartbeat: config.hub_heartbeat,
+        });
         let state = Arc::new(ServerState {
-            registry: Registry::new(config.max_connections),
+            registry: Registry::new(config.max_connections, mesh),
             config,
             local_addr,
             started: Instant::now(),

@@ -1,0 +1,818 @@
+//! Hub mode: links to other hubs, the peers learned through them, and relaying (contract §5).
+//!
+//! Everything here runs under the registry's lock, like the local bookkeeping in `registry.rs`,
+//! so local and remote peers always form one consistent picture.
+//!
+//! **How a discovery travels.** A peer announcing on hub A is sent as `peer-discovered` to every
+//! link of A, with `relay: {id, origin: A, seq, hops}`. A hub that receives it caches the peer
+//! (for peers that announce later), tells its own peers of that network, and passes it on to its
+//! other links, but only if it was news: a peer it already knew with the same or a later `seq`
+//! stops there, which is what keeps a ring of hubs from echoing forever. Departures travel the same
+//! way and leave a short-lived tombstone, so a late copy of the discovery cannot bring the peer back.
+//!
+//! **How a signal travels.** A signal for a peer that is not local goes to every link but the one
+//! it came from, with a message id and a hop count. Each hub handles an id once (an expiring
+//! two-generation set), delivers it if the target is its own, and otherwise passes it on until
+//! the hop limit. So a signal crosses any chain, star or ring exactly once per hub.
+//!
+//! **When a hub goes away.** PeerPigeon-rs hubs flood a small `hub-heartbeat` every
+//! `HUB_HEARTBEAT_SECS`; the peers of a hub not heard from for three heartbeats are dropped
+//! (and their networks told). The JavaScript hub sends no heartbeats: peers learned from it live as
+//! long as the link they came over, and this hub speaks for them to the rest of the mesh.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use crate::clock::unix_millis;
+use crate::outbox::PeerHandle;
+use crate::peer_id::PeerId;
+use crate::protocol::{self, LinkMessage, PeerFields, Relay, SignalKind};
+use crate::registry::{Registry, State};
+
+/// How long a relay id is remembered (at least; ids live for one to two of these).
+const SEEN_TTL: Duration = Duration::from_secs(30);
+/// Most relay ids remembered per generation; past it the generations turn over early, so the set
+/// stays bounded under any flood (a very old duplicate may then get through once more).
+const SEEN_MAX: usize = 200_000;
+/// How long a departed peer's tombstone stops late copies of its discovery.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// Heartbeats a hub may miss before its peers are dropped.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Hub settings, fixed at start.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub hub_id: PeerId,
+    pub namespace: String,
+    /// Host and port this hub reports in its announce.
+    pub host: String,
+    pub port: u16,
+    pub max_hops: u32,
+    pub heartbeat: Duration,
+}
+
+/// Which side opened a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Direction {
+    /// Another hub connected to us and announced itself.
+    Inbound,
+    /// We connected to this `BOOTSTRAP_HUBS` URL.
+    Outbound { uri: String },
+}
+
+/// A live link to another hub.
+pub struct Link {
+    pub handle: Arc<PeerHandle>,
+    pub direction: Direction,
+    /// The other side is a PeerPigeon-rs hub (it understands heartbeats).
+    pub speaks_relay: bool,
+    /// The other hub's id, when it told us.
+    pub remote_hub: Option<PeerId>,
+    pub up_since_ms: u64,
+}
+
+/// Where a remote peer's liveness comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A PeerPigeon-rs hub, alive while its heartbeats arrive.
+    Hub(PeerId),
+    /// Learned from a JavaScript hub over the link with this id, alive while that link is up.
+    Legacy(u64),
+}
+
+struct RemotePeer {
+    network: Arc<str>,
+    is_hub: bool,
+    discovery: Box<RawValue>,
+    origin: Origin,
+    seq: u64,
+    hops: u32,
+}
+
+/// Relay ids seen recently: two generations, turned over every [`SEEN_TTL`].
+struct SeenIds {
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+    turned_at: Instant,
+}
+
+impl SeenIds {
+    fn new() -> SeenIds {
+        SeenIds {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            turned_at: Instant::now(),
+        }
+    }
+
+    /// Records `id`; `true` the first time it is seen.
+    fn first_time(&mut self, id: u64) -> bool {
+        if self.turned_at.elapsed() >= SEEN_TTL || self.current.len() >= SEEN_MAX {
+            self.previous = std::mem::take(&mut self.current);
+            self.turned_at = Instant::now();
+        }
+        if self.previous.contains(&id) {
+            return false;
+        }
+        self.current.insert(id)
+    }
+}
+
+/// The hub-mode part of the registry's state.
+pub struct MeshState {
+    pub config: Option<MeshConfig>,
+    pub links: HashMap<u64, Link>,
+    remote: HashMap<PeerId, RemotePeer>,
+    remote_by_network: HashMap<Arc<str>, HashSet<PeerId>>,
+    tombstones: HashMap<PeerId, (u64, Instant)>,
+    heard: HashMap<PeerId, Instant>,
+    seen: SeenIds,
+    last_stamp: u64,
+}
+
+impl MeshState {
+    pub fn new(config: Option<MeshConfig>) -> MeshState {
+        MeshState {
+            config,
+            links: HashMap::new(),
+            remote: HashMap::new(),
+            remote_by_network: HashMap::new(),
+            tombstones: HashMap::new(),
+            heard: HashMap::new(),
+            seen: SeenIds::new(),
+            last_stamp: 0,
+        }
+    }
+
+    /// A stamp for a local announcement: microseconds since the epoch, strictly increasing, so that
+    /// a later announcement of a peer (here or on another hub) wins over an earlier one.
+    pub fn next_stamp(&mut self) -> u64 {
+        self.last_stamp = (unix_millis() * 1000).max(self.last_stamp + 1);
+        self.last_stamp
+    }
+
+    /// Remote peers known, per network, for `/hubstats`.
+    pub fn remote_count(&self) -> usize {
+        self.remote.len()
+    }
+
+    fn hub_id(&self) -> Option<PeerId> {
+        self.config.as_ref().map(|c| c.hub_id)
+    }
+
+    fn max_hops(&self) -> u32 {
+        self.config.as_ref().map_or(0, |c| c.max_hops)
+    }
+
+    /// Sends `text` to the links of `audience`, except link `except`.
+    fn flood(&self, text: &str, except: Option<u64>, audience: Audience) {
+        for (id, link) in &self.links {
+            let wanted = match audience {
+                Audience::All => true,
+                Audience::RelayHubs => link.speaks_relay,
+                Audience::JavaScriptHubs => !link.speaks_relay,
+            };
+            if wanted && Some(*id) != except {
+                link.handle.send_text(text.to_string());
+            }
+        }
+    }
+
+    fn forget_remote(&mut self, peer: PeerId) -> Option<RemotePeer> {
+        let entry = self.remote.remove(&peer)?;
+        if let Some(members) = self.remote_by_network.get_mut(&entry.network) {
+            members.remove(&peer);
+            if members.is_empty() {
+                self.remote_by_network.remove(&entry.network);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// Which links a message is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    All,
+    /// PeerPigeon-rs hubs only (heartbeats).
+    RelayHubs,
+    /// JavaScript hubs only: they cannot work out for themselves that a hub went silent.
+    JavaScriptHubs,
+}
+
+fn new_relay_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+fn parse_relay_id(id: &str) -> Option<u64> {
+    u64::from_str_radix(id, 16).ok()
+}
+
+/// The id of a signal that came without one (from a JavaScript hub): a hash of what it says, the
+/// same on every PeerPigeon-rs hub, as the reference's own `type:from:target:hash(data)` key.
+fn content_id(kind: &str, from: PeerId, target: PeerId, data: Option<&RawValue>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (kind, from, target, data.map(RawValue::get)).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl State {
+    /// Local peer `peer` announced into `network` (after the local exchange): tell it about the
+    /// remote peers of that network, and tell the other hubs about it.
+    pub(crate) fn mesh_local_announced(&mut self, peer: PeerId, network: &Arc<str>, is_hub: bool) {
+        let Some(newcomer) = self.peers.get(&peer) else {
+            return;
+        };
+        for remote in self
+            .mesh
+            .remote_by_network
+            .get(network)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(entry) = self.mesh.remote.get(remote) {
+                newcomer.handle.send_text(protocol::peer_discovered(
+                    &entry.discovery,
+                    network,
+                    peer,
+                ));
+            }
+        }
+        let Some(hub_id) = self.mesh.hub_id() else {
+            return;
+        };
+        if is_hub
+            || self
+                .mesh
+                .config
+                .as_ref()
+                .is_some_and(|c| *c.namespace == **network)
+        {
+            return;
+        }
+        let Some(announced) = &newcomer.announced else {
+            return;
+        };
+        let relay = Relay {
+            id: new_relay_id(),
+            origin: Some(hub_id.to_string()),
+            seq: Some(announced.seq),
+            hops: 0,
+        };
+        self.mesh.flood(
+            &protocol::link_peer_discovered(&announced.discovery, network, &relay),
+            None,
+            Audience::All,
+        );
+    }
+
+    /// Local peer `peer` left `network`: tell the other hubs.
+    pub(crate) fn mesh_local_left(
+        &mut self,
+        peer: PeerId,
+        network: &str,
+        is_hub: bool,
+        seq: u64,
+        reason: &str,
+    ) {
+        let Some(hub_id) = self.mesh.hub_id() else {
+            return;
+        };
+        if is_hub
+            || self
+                .mesh
+                .config
+                .as_ref()
+                .is_some_and(|c| c.namespace == network)
+        {
+            return;
+        }
+        let relay = Relay {
+            id: new_relay_id(),
+            origin: Some(hub_id.to_string()),
+            seq: Some(seq),
+            hops: 0,
+        };
+        self.mesh.flood(
+            &protocol::link_peer_disconnected(peer, false, reason, network, &relay),
+            None,
+            Audience::All,
+        );
+    }
+
+    /// Sends a new link everything this hub knows: its local peers, then the remote ones.
+    fn sync_link(&self, link_id: u64) {
+        let Some(link) = self.mesh.links.get(&link_id) else {
+            return;
+        };
+        let Some(config) = &self.mesh.config else {
+            return;
+        };
+        let me = config.hub_id.to_string();
+        for entry in self.peers.values() {
+            let Some(announced) = entry
+                .announced
+                .as_ref()
+                .filter(|a| !a.is_hub && *a.network != *config.namespace)
+            else {
+                continue;
+            };
+            let relay = Relay {
+                id: new_relay_id(),
+                origin: Some(me.clone()),
+                seq: Some(announced.seq),
+                hops: 0,
+            };
+            link.handle.send_text(protocol::link_peer_discovered(
+                &announced.discovery,
+                &announced.network,
+                &relay,
+            ));
+        }
+        for remote in self
+            .mesh
+            .remote
+            .values()
+            .filter(|r| r.origin != Origin::Legacy(link_id))
+        {
+            let origin = match remote.origin {
+                Origin::Hub(hub) => hub.to_string(),
+                Origin::Legacy(_) => me.clone(),
+            };
+            let relay = Relay {
+                id: new_relay_id(),
+                origin: Some(origin),
+                seq: Some(remote.seq),
+                hops: remote.hops + 1,
+            };
+            link.handle.send_text(protocol::link_peer_discovered(
+                &remote.discovery,
+                &remote.network,
+                &relay,
+            ));
+        }
+    }
+
+    /// A remote peer became known (or newer): cache it, tell local peers, pass it on.
+    fn learn_remote(&mut self, from_link: u64, message: &LinkMessage<'_>) {
+        let Some(config) = self.mesh.config.clone() else {
+            return;
+        };
+        let fields = PeerFields::of(message.data);
+        let Some(peer) = fields.peer_id.as_deref().and_then(PeerId::parse) else {
+            return;
+        };
+        let network = message.network();
+        // Hubs are introduced by their links, not by discovery; our own peers echoed back are ours.
+        if fields.is_hub() || network == config.namespace || self.peers.contains_key(&peer) {
+            return;
+        }
+        let relay = message.relay.as_ref();
+        let origin = match relay
+            .and_then(|r| r.origin.as_deref())
+            .and_then(PeerId::parse)
+        {
+            Some(hub) if hub == config.hub_id => return, // our own announcement came back around
+            Some(hub) => Origin::Hub(hub),
+            None => Origin::Legacy(from_link),
+        };
+        let seq = match relay.and_then(|r| r.seq) {
+            Some(seq) => seq,
+            None => self.mesh.next_stamp(),
+        };
+        let hops = relay.map_or(1, |r| r.hops + 1);
+        if self
+            .mesh
+            .tombstones
+            .get(&peer)
+            .is_some_and(|(dead, _)| *dead >= seq)
+            || self
+                .mesh
+                .remote
+                .get(&peer)
+                .is_some_and(|known| known.seq >= seq)
+            || (origin == Origin::Legacy(from_link) && self.mesh.remote.contains_key(&peer))
+        {
+            return;
+        }
+        if let Origin::Hub(hub) = origin {
+            self.mesh.heard.entry(hub).or_insert_with(Instant::now);
+        }
+        // A newer announcement may move the peer to another network: the old one hears it left.
+        if let Some(old) = self
+            .mesh
+            .forget_remote(peer)
+            .filter(|old| *old.network != *network)
+        {
+            self.notify_local(&old.network, |recipient| {
+                protocol::peer_disconnected(
+                    peer,
+                    old.is_hub,
+                    "network-change",
+                    &old.network,
+                    recipient,
+                )
+            });
+        }
+        let network: Arc<str> = match self.networks.get_key_value(network) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(network),
+        };
+        let discovery = protocol::discovery_data(peer, false, message.data);
+        self.notify_local(&network, |recipient| {
+            protocol::peer_discovered(&discovery, &network, recipient)
+        });
+        if hops <= config.max_hops {
+            let origin_text = match origin {
+                Origin::Hub(hub) => hub.to_string(),
+                Origin::Legacy(_) => config.hub_id.to_string(),
+            };
+            let relay = Relay {
+                id: new_relay_id(),
+                origin: Some(origin_text),
+                seq: Some(seq),
+                hops,
+            };
+            self.mesh.flood(
+                &protocol::link_peer_discovered(&discovery, &network, &relay),
+                Some(from_link),
+                Audience::All,
+            );
+        }
+        self.mesh
+            .remote_by_network
+            .entry(network.clone())
+            .or_default()
+            .insert(peer);
+        self.mesh.remote.insert(
+            peer,
+            RemotePeer {
+                network,
+                is_hub: false,
+                discovery,
+                origin,
+                seq,
+                hops,
+            },
+        );
+    }
+
+    /// A remote peer left: forget it, tell local peers, pass it on.
+    fn forget_remote_peer(&mut self, from_link: u64, message: &LinkMessage<'_>) {
+        let fields = PeerFields::of(message.data);
+        let Some(peer) = fields.peer_id.as_deref().and_then(PeerId::parse) else {
+            return;
+        };
+        let Some(known) = self.mesh.remote.get(&peer) else {
+            return;
+        };
+        let relay = message.relay.as_ref();
+        let accepted = match (relay.and_then(|r| r.seq), known.origin) {
+            // A departure from a PeerPigeon-rs hub ends the announcement it names, or an older one.
+            (Some(seq), _) => seq >= known.seq,
+            // The JavaScript hub speaks for the peers it introduced.
+            (None, Origin::Legacy(link)) => link == from_link,
+            (None, Origin::Hub(_)) => false,
+        };
+        if !accepted {
+            return;
+        }
+        let hops = relay.map_or(1, |r| r.hops + 1);
+        self.drop_remote(peer, "disconnected", Some((from_link, hops)));
+    }
+
+    /// Removes remote `peer`, tells its network here, and (if `pass_on` names the link it came from
+    /// and the hops so far) the other hubs.
+    fn drop_remote(&mut self, peer: PeerId, reason: &str, pass_on: Option<(u64, u32)>) {
+        let Some(entry) = self.mesh.forget_remote(peer) else {
+            return;
+        };
+        self.mesh
+            .tombstones
+            .insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
+        self.notify_local(&entry.network, |recipient| {
+            protocol::peer_disconnected(peer, entry.is_hub, reason, &entry.network, recipient)
+        });
+        let Some(config) = &self.mesh.config else {
+            return;
+        };
+        let origin = match entry.origin {
+            Origin::Hub(hub) => hub,
+            Origin::Legacy(_) => config.hub_id,
+        };
+        let (except, hops, audience) = match (pass_on, entry.origin) {
+            (Some((link, hops)), _) => (Some(link), hops, Audience::All),
+            // This hub spoke for the peer to the mesh: it must also say that it is gone.
+            (None, Origin::Legacy(_)) => (None, 0, Audience::All),
+            // Every PeerPigeon-rs hub notices a silent hub by itself; JavaScript hubs cannot.
+            (None, Origin::Hub(_)) => (None, 0, Audience::JavaScriptHubs),
+        };
+        if hops <= config.max_hops {
+            let relay = Relay {
+                id: new_relay_id(),
+                origin: Some(origin.to_string()),
+                seq: Some(entry.seq),
+                hops,
+            };
+            let notice = protocol::link_peer_disconnected(
+                peer,
+                entry.is_hub,
+                reason,
+                &entry.network,
+                &relay,
+            );
+            self.mesh.flood(&notice, except, audience);
+        }
+    }
+
+    /// Queues a message built for each local, non-hub peer announced in `network`.
+    fn notify_local(&self, network: &str, build: impl Fn(PeerId) -> String) {
+        for member in self.networks.get(network).into_iter().flatten() {
+            if let Some(entry) = self
+                .peers
+                .get(member)
+                .filter(|e| e.announced.as_ref().is_some_and(|a| !a.is_hub))
+            {
+                entry.handle.send_text(build(*member));
+            }
+        }
+    }
+
+    /// A signal arrived over a link: deliver it here, or pass it on.
+    fn relay_signal(&mut self, from_link: u64, kind: SignalKind, message: &LinkMessage<'_>) {
+        let from = message.from_peer_id.as_deref().and_then(PeerId::parse);
+        let target = message.target_peer_id.as_deref().and_then(PeerId::parse);
+        let (Some(from), Some(target)) = (from, target) else {
+            return;
+        };
+        let relay = message.relay.as_ref();
+        let id = relay
+            .and_then(|r| parse_relay_id(&r.id))
+            .unwrap_or_else(|| content_id(kind.as_str(), from, target, message.data));
+        if !self.mesh.seen.first_time(id) {
+            return;
+        }
+        let network = message.network();
+        if let Some(entry) = self.peers.get(&target) {
+            // Local target: delivered only inside its announced network (contract §3).
+            if entry
+                .announced
+                .as_ref()
+                .is_some_and(|a| *a.network == *network)
+            {
+                entry
+                    .handle
+                    .send_text(protocol::signal(kind, message.data, from, target, network));
+            }
+            return;
+        }
+        let hops = relay.map_or(1, |r| r.hops + 1);
+        if hops <= self.mesh.max_hops() {
+            let relay = Relay {
+                id: format!("{id:016x}"),
+                origin: None,
+                seq: None,
+                hops,
+            };
+            let text = protocol::link_signal(kind, message.data, from, target, network, &relay);
+            self.mesh.flood(&text, Some(from_link), Audience::All);
+        }
+    }
+
+    /// Sends a local peer's signal for a peer that is not here to the other hubs. Returns `false`
+    /// when no hub could know the target (no links, or only PeerPigeon-rs links that never heard of it).
+    pub(crate) fn relay_local_signal(
+        &mut self,
+        kind: SignalKind,
+        from: PeerId,
+        target: PeerId,
+        network: &str,
+        data: Option<&RawValue>,
+    ) -> bool {
+        if self.mesh.links.is_empty() {
+            return false;
+        }
+        let known = self
+            .mesh
+            .remote
+            .get(&target)
+            .is_some_and(|r| *r.network == *network);
+        let legacy_links = self.mesh.links.values().any(|l| !l.speaks_relay);
+        if !known && !legacy_links {
+            return false;
+        }
+        let id = content_id(kind.as_str(), from, target, data);
+        if !self.mesh.seen.first_time(id) {
+            // The same signal again within the de-duplication window (contract §3): already relayed.
+            return true;
+        }
+        let relay = Relay {
+            id: format!("{id:016x}"),
+            origin: None,
+            seq: None,
+            hops: 0,
+        };
+        self.mesh.flood(
+            &protocol::link_signal(kind, data, from, target, network, &relay),
+            None,
+            Audience::All,
+        );
+        true
+    }
+
+    /// Forgets a link and the peers only it vouched for.
+    pub(crate) fn remove_link(&mut self, link_id: u64) {
+        if self.mesh.links.remove(&link_id).is_none() {
+            return;
+        }
+        crate::log_info!("hub link {link_id} down");
+        let orphans: Vec<PeerId> = self
+            .mesh
+            .remote
+            .iter()
+            .filter(|(_, r)| r.origin == Origin::Legacy(link_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in orphans {
+            self.drop_remote(peer, "hub link lost", None);
+        }
+    }
+}
+
+impl State {
+    /// Registers an open link to another hub and sends it what this hub knows. An outbound link
+    /// first carries this hub's announce; an inbound one first gets a `hub-hello`.
+    pub(crate) fn add_link(
+        &mut self,
+        handle: Arc<PeerHandle>,
+        direction: Direction,
+        speaks_relay: bool,
+        remote_hub: Option<PeerId>,
+    ) {
+        let Some(config) = &self.mesh.config else {
+            return;
+        };
+        let link_id = handle.serial;
+        match &direction {
+            Direction::Outbound { .. } => {
+                let (host, port) = (&config.host, config.port);
+                handle.send_text(protocol::hub_announce(&config.namespace, host, port));
+            }
+            Direction::Inbound => {
+                handle.send_text(protocol::hub_hello(config.hub_id));
+            }
+        }
+        handle.mark_link();
+        crate::log_info!(
+            "hub link {link_id} up ({})",
+            match &direction {
+                Direction::Outbound { uri } => format!("to {uri}"),
+                Direction::Inbound => format!(
+                    "from hub {}",
+                    remote_hub.map_or("?".to_string(), |h| h.short().to_string())
+                ),
+            }
+        );
+        let link = Link {
+            handle,
+            direction,
+            speaks_relay,
+            remote_hub,
+            up_since_ms: unix_millis(),
+        };
+        self.mesh.links.insert(link_id, link);
+        self.sync_link(link_id);
+    }
+}
+
+impl Registry {
+    /// Registers an outbound link (a `BOOTSTRAP_HUBS` connection that just opened).
+    pub fn link_up(&self, handle: Arc<PeerHandle>, uri: &str) {
+        self.lock().add_link(
+            handle,
+            Direction::Outbound {
+                uri: uri.to_string(),
+            },
+            false,
+            None,
+        );
+    }
+
+    /// Forgets the link with id `link_id` (its connection ended).
+    pub fn link_down(&self, link_id: u64) {
+        self.lock().remove_link(link_id);
+    }
+
+    /// Handles one message that arrived over link `link_id`.
+    pub fn handle_link_message(&self, link_id: u64, text: &str) {
+        let Ok(message) = protocol::parse_link_message(text) else {
+            crate::log_debug!("ignored an unreadable message on hub link {link_id}");
+            return;
+        };
+        let mut state = self.lock();
+        if !state.mesh.links.contains_key(&link_id) {
+            return;
+        }
+        match message.kind.as_ref() {
+            "peer-discovered" => state.learn_remote(link_id, &message),
+            "peer-disconnected" => state.forget_remote_peer(link_id, &message),
+            "hub-heartbeat" => {
+                let Some(relay) = &message.relay else { return };
+                let Some(origin) = relay.origin.as_deref().and_then(PeerId::parse) else {
+                    return;
+                };
+                let fresh =
+                    parse_relay_id(&relay.id).is_some_and(|id| state.mesh.seen.first_time(id));
+                if !fresh || Some(origin) == state.mesh.hub_id() {
+                    return;
+                }
+                state.mesh.heard.insert(origin, Instant::now());
+                if relay.hops < state.mesh.max_hops() {
+                    let onward = Relay {
+                        hops: relay.hops + 1,
+                        ..relay.clone()
+                    };
+                    state.mesh.flood(
+                        &protocol::hub_heartbeat(&onward),
+                        Some(link_id),
+                        Audience::RelayHubs,
+                    );
+                }
+            }
+            "hub-hello" => {
+                let fields = PeerFields::of(message.data);
+                let hub = fields.hub_id.as_deref().and_then(PeerId::parse);
+                let me = state.mesh.hub_id();
+                if let Some(link) = state.mesh.links.get_mut(&link_id) {
+                    link.speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
+                    link.remote_hub = hub;
+                    if hub.is_some() && hub == me {
+                        crate::log_warn!("hub link {link_id} leads back to this hub; closing it");
+                        link.handle.close(1000, "Link to self");
+                    }
+                }
+            }
+            kind => match SignalKind::from_type(kind) {
+                Some(signal) => state.relay_signal(link_id, signal, &message),
+                // `connected`, `pong`, and whatever else a hub may say: nothing to do.
+                None => {}
+            },
+        }
+    }
+
+    /// Floods this hub's heartbeat and drops the peers of hubs that stopped sending theirs.
+    /// Called every heartbeat interval by the hub heartbeat thread.
+    pub fn heartbeat_tick(&self) {
+        let mut state = self.lock();
+        let Some(config) = state.mesh.config.clone() else {
+            return;
+        };
+        let relay = Relay {
+            id: new_relay_id(),
+            origin: Some(config.hub_id.to_string()),
+            seq: None,
+            hops: 0,
+        };
+        if let Some(id) = parse_relay_id(&relay.id) {
+            state.mesh.seen.first_time(id);
+        }
+        state
+            .mesh
+            .flood(&protocol::hub_heartbeat(&relay), None, Audience::RelayHubs);
+
+        let deadline = config.heartbeat * MISSED_HEARTBEATS;
+        let now = Instant::now();
+        let silent: HashSet<PeerId> = state
+            .mesh
+            .heard
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) > deadline)
+            .map(|(hub, _)| *hub)
+            .collect();
+        if !silent.is_empty() {
+            let stale: Vec<PeerId> = state
+                .mesh
+                .remote
+                .iter()
+                .filter(|(_, r)| matches!(r.origin, Origin::Hub(hub) if silent.contains(&hub)))
+                .map(|(id, _)| *id)
+                .collect();
+            if !stale.is_empty() {
+                crate::log_info!(
+                    "{} peers of {} unreachable hubs expired",
+                    stale.len(),
+                    silent.len()
+                );
+            }
+            for peer in stale {
+                state.drop_remote(peer, "hub unreachable", None);
+            }
+            state.mesh.heard.retain(|hub, _| !silent.contains(hub));
+        }
+        state.mesh.tombstones.retain(|_, (_, until)| *until > now);
+    }
+}
