@@ -108,9 +108,10 @@ fn health(state: &ServerState) -> Health {
     }
 }
 
-/// The reference's `getStats()` (contract §6).
+/// The reference's `getStats()` (contract §6), plus the mesh: links up and remote peers known.
 fn stats(state: &ServerState) -> serde_json::Value {
     let counts = state.registry.counts();
+    let bootstrap = state.bootstrap_links.snapshot();
     json!({
         "isRunning": !state.is_shutting_down(),
         "isHub": state.config.is_hub,
@@ -120,7 +121,12 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "peers": counts.peers,
         "hubs": counts.hubs,
         "networks": counts.networks,
-        "bootstrapHubs": {"total": state.config.bootstrap_hubs.len(), "connected": 0},
+        "bootstrapHubs": {
+            "total": bootstrap.len(),
+            "connected": bootstrap.iter().filter(|link| link.connected).count(),
+        },
+        "hubLinks": state.registry.mesh_links().len(),
+        "remotePeers": state.registry.remote_peer_count(),
         "maxConnections": state.config.max_connections,
         "uptime": state.started.elapsed().as_millis() as u64,
         "rejectedMessages": state.rejected_messages(),
@@ -129,15 +135,17 @@ fn stats(state: &ServerState) -> serde_json::Value {
     })
 }
 
-/// The reference's `getHubStats()` (contract §6). Bootstrap links appear here once hub mode links
-/// to other hubs.
+/// The reference's `getHubStats()` (contract §6): hubs connected to us and our bootstrap links,
+/// plus every live link with the remote peers it vouches for.
 fn hub_stats(state: &ServerState) -> serde_json::Value {
     let hubs: Vec<HubInfo> = state.registry.hubs();
     json!({
         "totalHubs": hubs.len(),
         "connectedHubs": hubs.len(),
         "hubs": hubs,
-        "bootstrapHubs": [],
+        "bootstrapHubs": state.bootstrap_links.snapshot(),
+        "links": state.registry.mesh_links(),
+        "remotePeers": state.registry.remote_peer_count(),
     })
 }
 

@@ -40,6 +40,7 @@ mod clock;
 mod config;
 mod error;
 mod http;
+mod hub_link;
 mod listener;
 pub mod log;
 mod mesh;

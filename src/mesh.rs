@@ -155,7 +155,7 @@ impl MeshState {
         self.last_stamp
     }
 
-    /// Remote peers known, per network, for `/hubstats`.
+    /// Remote peers known, for `/hubstats`.
     pub fn remote_count(&self) -> usize {
         self.remote.len()
     }
@@ -689,7 +689,77 @@ impl State {
     }
 }
 
+/// One hub link as `/hubstats` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkInfo {
+    pub id: u64,
+    /// `inbound` (the other hub connected to us) or `outbound` (a `BOOTSTRAP_HUBS` link).
+    pub direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(rename = "hubPeerId")]
+    pub hub_peer_id: Option<PeerId>,
+    /// The other side is a PeerPigeon-rs hub (relays across hops, sends heartbeats).
+    #[serde(rename = "multiHop")]
+    pub multi_hop: bool,
+    #[serde(rename = "connectedAt")]
+    pub connected_at: u64,
+    /// Remote peers whose liveness this link vouches for.
+    #[serde(rename = "remotePeers")]
+    pub remote_peers: usize,
+}
+
 impl Registry {
+    /// The hub links now up, for `/hubstats`.
+    pub fn mesh_links(&self) -> Vec<LinkInfo> {
+        let state = self.lock();
+        let mut links: Vec<LinkInfo> = state
+            .mesh
+            .links
+            .iter()
+            .map(|(id, link)| LinkInfo {
+                id: *id,
+                direction: match link.direction {
+                    Direction::Inbound => "inbound",
+                    Direction::Outbound { .. } => "outbound",
+                },
+                uri: match &link.direction {
+                    Direction::Outbound { uri } => Some(uri.clone()),
+                    Direction::Inbound => None,
+                },
+                hub_peer_id: link.remote_hub,
+                multi_hop: link.speaks_relay,
+                connected_at: link.up_since_ms,
+                remote_peers: state
+                    .mesh
+                    .remote
+                    .values()
+                    .filter(|r| match r.origin {
+                        Origin::Legacy(via) => via == *id,
+                        Origin::Hub(hub) => Some(hub) == link.remote_hub,
+                    })
+                    .count(),
+            })
+            .collect();
+        links.sort_by_key(|l| l.id);
+        links
+    }
+
+    /// How many peers of other hubs this hub knows.
+    pub fn remote_peer_count(&self) -> usize {
+        self.lock().mesh.remote_count()
+    }
+
+    /// The open hub links, for shutdown to close.
+    pub fn link_handles(&self) -> Vec<Arc<PeerHandle>> {
+        self.lock()
+            .mesh
+            .links
+            .values()
+            .map(|l| l.handle.clone())
+            .collect()
+    }
+
     /// Registers an outbound link (a `BOOTSTRAP_HUBS` connection that just opened).
     pub fn link_up(&self, handle: Arc<PeerHandle>, uri: &str) {
         self.lock().add_link(
@@ -707,28 +777,31 @@ impl Registry {
         self.lock().remove_link(link_id);
     }
 
-    /// Handles one message that arrived over link `link_id`.
-    pub fn handle_link_message(&self, link_id: u64, text: &str) {
+    /// Handles one message that arrived over link `link_id`. Returns `true` when the message shows
+    /// that the link leads back to this very hub (it is then being closed).
+    pub fn handle_link_message(&self, link_id: u64, text: &str) -> bool {
         let Ok(message) = protocol::parse_link_message(text) else {
             crate::log_debug!("ignored an unreadable message on hub link {link_id}");
-            return;
+            return false;
         };
         let mut state = self.lock();
         if !state.mesh.links.contains_key(&link_id) {
-            return;
+            return false;
         }
         match message.kind.as_ref() {
             "peer-discovered" => state.learn_remote(link_id, &message),
             "peer-disconnected" => state.forget_remote_peer(link_id, &message),
             "hub-heartbeat" => {
-                let Some(relay) = &message.relay else { return };
+                let Some(relay) = &message.relay else {
+                    return false;
+                };
                 let Some(origin) = relay.origin.as_deref().and_then(PeerId::parse) else {
-                    return;
+                    return false;
                 };
                 let fresh =
                     parse_relay_id(&relay.id).is_some_and(|id| state.mesh.seen.first_time(id));
                 if !fresh || Some(origin) == state.mesh.hub_id() {
-                    return;
+                    return false;
                 }
                 state.mesh.heard.insert(origin, Instant::now());
                 if relay.hops < state.mesh.max_hops() {
@@ -753,15 +826,18 @@ impl Registry {
                     if hub.is_some() && hub == me {
                         crate::log_warn!("hub link {link_id} leads back to this hub; closing it");
                         link.handle.close(1000, "Link to self");
+                        return true;
                     }
                 }
             }
-            kind => match SignalKind::from_type(kind) {
-                Some(signal) => state.relay_signal(link_id, signal, &message),
-                // `connected`, `pong`, and whatever else a hub may say: nothing to do.
-                None => {}
-            },
+            kind => {
+                // `connected`, `pong`, and whatever else a hub may say besides signals: nothing to do.
+                if let Some(signal) = SignalKind::from_type(kind) {
+                    state.relay_signal(link_id, signal, &message);
+                }
+            }
         }
+        false
     }
 
     /// Floods this hub's heartbeat and drops the peers of hubs that stopped sending theirs.

@@ -594,7 +594,10 @@ mod tests {
 
         let text = link_signal(SignalKind::Answer, None, id(A), id(B), "net", &relay);
         let parsed = parse_link_message(&text).unwrap();
-        assert_eq!(parsed.signal_kind(), Some(SignalKind::Answer));
+        assert_eq!(
+            SignalKind::from_type(&parsed.kind),
+            Some(SignalKind::Answer)
+        );
         assert_eq!(parsed.from_peer_id.as_deref(), Some(A));
 
         // What the JavaScript hub sends: no relay field.
@@ -722,11 +725,6 @@ impl LinkMessage<'_> {
             .as_deref()
             .filter(|n| !n.is_empty())
             .unwrap_or(DEFAULT_NETWORK)
-    }
-
-    /// The signal kind, if this is a routed signal.
-    pub fn signal_kind(&self) -> Option<SignalKind> {
-        SignalKind::from_type(&self.kind)
     }
 }
 

@@ -286,10 +286,10 @@ impl Registry {
         // A target in another network is reported exactly like a missing one, so that signalling
         // cannot be used to probe who is connected elsewhere.
         if let Some(entry) = state.peers.get(&target) {
-            if !entry
+            if entry
                 .announced
                 .as_ref()
-                .is_some_and(|a| &*a.network == network)
+                .is_none_or(|a| &*a.network != network)
             {
                 return Err(RouteError::UnknownTarget);
             }

@@ -34,7 +34,9 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         }
         // A hub link relays other servers' peers: its signals keep their `fromPeerId`.
         ClientMessage::Signal { .. } | ClientMessage::HubOnly if from.is_link() => {
-            state.registry.handle_link_message(from.serial, text);
+            if state.registry.handle_link_message(from.serial, text) {
+                crate::log_warn!("an inbound hub link leads back to this hub");
+            }
         }
         ClientMessage::Signal {
             kind,

@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
@@ -39,6 +40,8 @@ pub(crate) struct ServerState {
     pub pending_handshakes: AtomicUsize,
     /// Client messages answered with an `error` since start (reported by `/stats`).
     rejected_messages: AtomicU64,
+    /// The state of each `BOOTSTRAP_HUBS` link (hub mode).
+    pub bootstrap_links: BootstrapLinks,
 }
 
 impl ServerState {
@@ -81,6 +84,7 @@ impl Server {
             source,
         })?;
         let hub_peer_id = config.is_hub.then(PeerId::random);
+        let (config_is_hub, bootstrap) = (config.is_hub, config.bootstrap_hubs.clone());
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
             hub_id,
             namespace: config.hub_mesh_namespace.clone(),
@@ -99,12 +103,20 @@ impl Server {
             next_serial: AtomicU64::new(1),
             pending_handshakes: AtomicUsize::new(0),
             rejected_messages: AtomicU64::new(0),
+            bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),
         });
 
-        let (stop_sweeper, stop_signal) = crossbeam_channel::bounded::<()>(0);
+        // Dropping `stop_threads` tells the sweeper and the hub threads to end.
+        let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
+        let stop_signal_for_hubs = stop_signal.clone();
         let sweeper = {
             let state = state.clone();
             spawn_named("sweeper", move || cleanup::run_sweeper(state, stop_signal))?
+        };
+        let hub_threads = if state.config.is_hub {
+            hub_link::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
+        } else {
+            Vec::new()
         };
         let acceptor = {
             let state = state.clone();
@@ -123,11 +135,12 @@ impl Server {
                 state.config.hub_mesh_namespace
             );
         }
+        drop(hub_threads); // they end by themselves once told to stop; nothing waits for them
         Ok(ServerHandle {
             state,
             acceptor: Some(acceptor),
             sweeper: Some(sweeper),
-            stop_sweeper: Some(stop_sweeper),
+            stop_threads: Some(stop_threads),
         })
     }
 }
@@ -137,7 +150,7 @@ pub struct ServerHandle {
     state: Arc<ServerState>,
     acceptor: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
-    stop_sweeper: Option<Sender<()>>,
+    stop_threads: Option<Sender<()>>,
 }
 
 impl ServerHandle {
@@ -171,12 +184,15 @@ impl ServerHandle {
         if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
             let _ = acceptor.join();
         }
-        drop(self.stop_sweeper.take());
+        drop(self.stop_threads.take());
         if let Some(sweeper) = self.sweeper.take() {
             let _ = sweeper.join();
         }
 
         let peers = self.state.registry.begin_shutdown();
+        for link in self.state.registry.link_handles() {
+            link.close(1001, "Hub shutting down");
+        }
         for peer in &peers {
             peer.close(1001, "Server shutting down");
         }

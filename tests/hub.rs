@@ -1,0 +1,307 @@
+//! Contract §5: hub mode. Several hubs in one test process, linked over real sockets; peers on
+//! different hubs discover and signal each other through chains and rings of hubs.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Client, WAIT, http_get, start_with};
+use peerpigeon::ServerHandle;
+use serde_json::{Value, json};
+
+/// Heartbeat used by the test hubs, so that a vanished hub is noticed quickly.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+fn hub(bootstrap: &[&ServerHandle]) -> ServerHandle {
+    let urls: Vec<String> = bootstrap
+        .iter()
+        .map(|h| format!("ws://{}", h.local_addr()))
+        .collect();
+    start_with(|c| {
+        c.is_hub = true;
+        c.bootstrap_hubs = urls;
+        c.hub_heartbeat = HEARTBEAT;
+    })
+}
+
+/// Waits until `addr` reports `links` hub links up.
+fn wait_links(addr: SocketAddr, links: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = http_get(addr, "/stats").json();
+        if stats["hubLinks"] == links {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: expected {links} hub links, have {}",
+            stats["hubLinks"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `addr` knows `count` peers of other hubs.
+fn wait_remote_peers(addr: SocketAddr, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = http_get(addr, "/stats").json();
+        if stats["remotePeers"] == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: expected {count} remote peers, have {}",
+            stats["remotePeers"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn discovered_ids(messages: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = messages
+        .iter()
+        .filter(|m| m["type"] == "peer-discovered")
+        .map(|m| m["data"]["peerId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn wait_discovered(client: &mut Client, peer: &str) -> Value {
+    client.wait_for(&format!("peer-discovered({})", &peer[..8]), |m| {
+        m["type"] == "peer-discovered" && m["data"]["peerId"] == peer
+    })
+}
+
+/// `from` sends `to` an offer, `to` answers; both arrive intact, with the right sender.
+fn offer_and_answer(from: &mut Client, to: &mut Client, network: &str) {
+    let sdp = format!("offer from {}", from.short());
+    from.send(json!({"type": "offer", "networkName": network, "targetPeerId": to.id, "data": {"sdp": sdp}}));
+    let offer = to.wait_for("offer", |m| m["type"] == "offer");
+    assert_eq!(
+        (offer["fromPeerId"].as_str(), offer["data"]["sdp"].as_str()),
+        (Some(from.id.as_str()), Some(sdp.as_str()))
+    );
+    assert_eq!(offer["targetPeerId"], to.id);
+    to.send(json!({"type": "answer", "networkName": network, "targetPeerId": from.id, "data": {"sdp": "answer"}}));
+    let answer = from.wait_for("answer", |m| m["type"] == "answer");
+    assert_eq!(answer["fromPeerId"], to.id);
+}
+
+#[test]
+fn two_hubs_introduce_their_peers_and_relay_signals() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    wait_links(a.local_addr(), 1);
+    wait_links(b.local_addr(), 1);
+
+    let mut on_a = Client::join(a.local_addr(), "n");
+    let mut other_network = Client::join(b.local_addr(), "elsewhere");
+    wait_remote_peers(b.local_addr(), 1);
+    // A peer announcing later on B hears about A's peer from B's cache of remote peers.
+    let mut on_b = Client::connect(b.local_addr());
+    assert_eq!(discovered_ids(&on_b.announce("n")), vec![on_a.id.clone()]);
+    let heard = wait_discovered(&mut on_a, &on_b.id);
+    assert_eq!(
+        (
+            heard["networkName"].as_str(),
+            heard["targetPeerId"].as_str()
+        ),
+        (Some("n"), Some(on_a.id.as_str()))
+    );
+    assert_eq!(heard["data"]["isHub"], false);
+
+    offer_and_answer(&mut on_a, &mut on_b, "n");
+    offer_and_answer(&mut on_b, &mut on_a, "n");
+    assert!(
+        discovered_ids(&other_network.drain()).is_empty(),
+        "networks leaked across hubs"
+    );
+    let stats = http_get(b.local_addr(), "/hubstats").json();
+    assert_eq!(stats["bootstrapHubs"][0]["connected"], true, "{stats}");
+    assert_eq!(stats["bootstrapHubs"][0]["state"], "connected");
+    assert_eq!(stats["links"][0]["multiHop"], true);
+    assert_eq!(http_get(a.local_addr(), "/hubs").json()["totalHubs"], 1);
+}
+
+#[test]
+fn a_chain_of_three_hubs_carries_discovery_and_signals_end_to_end() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    let c = hub(&[&b]);
+    wait_links(b.local_addr(), 2);
+    wait_links(c.local_addr(), 1);
+
+    let mut on_a = Client::join(a.local_addr(), "chain");
+    wait_remote_peers(c.local_addr(), 1);
+    let mut on_c = Client::connect(c.local_addr());
+    assert_eq!(
+        discovered_ids(&on_c.announce("chain")),
+        vec![on_a.id.clone()]
+    );
+    wait_discovered(&mut on_a, &on_c.id);
+    offer_and_answer(&mut on_c, &mut on_a, "chain");
+
+    // Exactly once: nothing more arrived for either of them.
+    assert!(on_a.drain().is_empty());
+    assert!(on_c.drain().is_empty());
+}
+
+#[test]
+fn a_ring_of_three_hubs_delivers_everything_exactly_once() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    let c = hub(&[&b, &a]);
+    for h in [&a, &b, &c] {
+        wait_links(h.local_addr(), 2);
+    }
+    let mut peers = Vec::new();
+    let mut heard = Vec::new();
+    for h in [&a, &b, &c] {
+        let mut peer = Client::connect(h.local_addr());
+        heard.push(peer.announce("ring"));
+        peers.push(peer);
+    }
+    for h in [&a, &b, &c] {
+        wait_remote_peers(h.local_addr(), 2);
+    }
+    let ids: Vec<String> = peers.iter().map(|p| p.id.clone()).collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let mut expected: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.clone())
+            .collect();
+        expected.sort();
+        // Some discoveries came at announce time, the rest since: each other peer exactly once.
+        heard[i].extend(peer.drain());
+        assert_eq!(discovered_ids(&heard[i]), expected, "peer {i} discoveries");
+    }
+    let (first, rest) = peers.split_at_mut(1);
+    offer_and_answer(&mut first[0], &mut rest[1], "ring");
+    for peer in &mut peers {
+        let extra = peer.drain();
+        assert!(extra.is_empty(), "{}: duplicates {extra:?}", peer.short());
+    }
+}
+
+#[test]
+fn a_peer_leaving_one_hub_is_gone_on_the_others() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    let c = hub(&[&b]);
+    wait_links(c.local_addr(), 1);
+    wait_links(b.local_addr(), 2);
+    let mut on_b = Client::join(b.local_addr(), "n");
+    let mut on_c = Client::join(c.local_addr(), "n");
+    let mut leaving = Client::join(a.local_addr(), "n");
+    wait_discovered(&mut on_b, &leaving.id);
+    wait_discovered(&mut on_c, &leaving.id);
+    leaving.send(json!({"type": "goodbye"}));
+    for watcher in [&mut on_b, &mut on_c] {
+        let left = watcher.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
+        assert_eq!(
+            (
+                left["data"]["peerId"].as_str(),
+                left["networkName"].as_str()
+            ),
+            (Some(leaving.id.as_str()), Some("n"))
+        );
+    }
+    // Gone from the caches too: a late joiner does not hear about it.
+    wait_remote_peers(c.local_addr(), 1);
+    let mut late = Client::connect(c.local_addr());
+    assert_eq!(discovered_ids(&late.announce("n")), {
+        let mut ids = vec![on_b.id.clone(), on_c.id.clone()];
+        ids.sort();
+        ids
+    });
+}
+
+#[test]
+fn peers_of_a_hub_that_dies_expire_and_the_restarted_hub_is_linked_again() {
+    let a = hub(&[]);
+    let a_addr = a.local_addr();
+    let b = hub(&[&a]);
+    wait_links(b.local_addr(), 1);
+    let mut on_b = Client::join(b.local_addr(), "n");
+    let on_a = Client::join(a_addr, "n");
+    wait_discovered(&mut on_b, &on_a.id);
+
+    let killed = Instant::now();
+    a.shutdown();
+    // A's peer is reported gone within a few heartbeats (3 missed + one sweep).
+    let left = on_b.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
+    assert_eq!(left["data"]["peerId"], on_a.id);
+    assert!(
+        killed.elapsed() < HEARTBEAT * 8,
+        "took {:?}",
+        killed.elapsed()
+    );
+
+    // A comes back on the same port; B's link retries (back-off starts under a second).
+    let restarted = Instant::now();
+    let a2 = start_with(|c| {
+        c.is_hub = true;
+        c.port = a_addr.port();
+        c.port_retries = 0;
+        c.hub_heartbeat = HEARTBEAT;
+    });
+    assert_eq!(a2.local_addr(), a_addr);
+    wait_links(b.local_addr(), 1);
+    let mut on_a2 = Client::join(a_addr, "n");
+    wait_discovered(&mut on_b, &on_a2.id);
+    assert_eq!(
+        discovered_ids(&on_a2.drain()),
+        Vec::<String>::new(),
+        "B's peer was sent at announce time"
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "mesh healed in {:?}",
+        restarted.elapsed()
+    );
+    offer_and_answer(&mut on_b, &mut on_a2, "n");
+}
+
+#[test]
+fn a_signal_for_a_peer_no_hub_knows_gets_an_error() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    wait_links(b.local_addr(), 1);
+    let mut on_b = Client::join(b.local_addr(), "n");
+    on_b.send(json!({"type": "offer", "networkName": "n", "targetPeerId": common::new_peer_id(), "data": {}}));
+    let replies = on_b.drain();
+    assert!(
+        replies
+            .iter()
+            .any(|m| m["type"] == "error" && m["code"] == "unknown-target"),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn a_hub_skips_a_bootstrap_url_that_is_itself() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let server = start_with(|c| {
+        c.is_hub = true;
+        c.port = port;
+        c.port_retries = 0;
+        c.bootstrap_hubs = vec![format!("ws://127.0.0.1:{port}")];
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = http_get(server.local_addr(), "/hubstats").json();
+        if stats["bootstrapHubs"][0]["state"] == "skipped" {
+            assert_eq!(stats["links"].as_array().map(Vec::len), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
