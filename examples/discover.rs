@@ -16,9 +16,7 @@ use tungstenite::Message;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let server = args
-        .next()
-        .unwrap_or_else(|| "ws://localhost:3000".to_string());
+    let server = args.next().unwrap_or_else(|| "ws://localhost:3000".to_string());
     let network = args.next().unwrap_or_else(|| "global".to_string());
 
     // A peer id is 40 hex digits; the PeerPigeon client makes one from 20 random bytes.
@@ -44,10 +42,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let peer = message["data"]["peerId"].as_str().unwrap_or("?");
         match message["type"].as_str() {
             Some("connected") => {}
-            Some("peer-discovered") => println!(
-                "+ {peer} joined {network:?} (hub: {})",
-                message["data"]["isHub"]
-            ),
+            Some("peer-discovered") => println!("+ {peer} joined {network:?} (hub: {})", message["data"]["isHub"]),
             Some("peer-disconnected") => println!("- {peer} left ({})", message["data"]["reason"]),
             Some("error") => println!("! server error: {}", message["error"]),
             other => println!("? {} message: {text}", other.unwrap_or("untyped")),

@@ -50,18 +50,13 @@ fn wait_for(socket: &mut Socket, who: &str, kind: &str) -> Result<Value, Box<dyn
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let server = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ws://localhost:3000".to_string());
+    let server = std::env::args().nth(1).unwrap_or_else(|| "ws://localhost:3000".to_string());
     let (mut alice, alice_id) = join(&server, "alice")?;
     let (mut bob, bob_id) = join(&server, "bob")?;
 
     // Alice learns about Bob from the server...
     let discovered = wait_for(&mut alice, "alice", "peer-discovered")?;
-    println!(
-        "alice: discovered {} ({})",
-        discovered["data"]["peerId"], discovered["data"]["name"]
-    );
+    println!("alice: discovered {} ({})", discovered["data"]["peerId"], discovered["data"]["name"]);
 
     // ...and sends him an offer. `targetPeerId` says who gets it; the server fills in `fromPeerId`.
     let offer = json!({"type": "offer", "networkName": NETWORK, "targetPeerId": bob_id,
@@ -69,25 +64,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     alice.send(Message::text(offer.to_string()))?;
 
     let offer = wait_for(&mut bob, "bob", "offer")?;
-    println!(
-        "bob: got an offer from {}: {}",
-        offer["fromPeerId"], offer["data"]["sdp"]
-    );
+    println!("bob: got an offer from {}: {}", offer["fromPeerId"], offer["data"]["sdp"]);
     let answer = json!({"type": "answer", "networkName": NETWORK, "targetPeerId": offer["fromPeerId"],
                         "data": {"type": "answer", "sdp": "v=0 (an SDP answer would go here)"}});
     bob.send(Message::text(answer.to_string()))?;
 
     let answer = wait_for(&mut alice, "alice", "answer")?;
     assert_eq!(answer["fromPeerId"], bob_id.as_str());
-    println!(
-        "alice: got the answer from {}: {}",
-        answer["fromPeerId"], answer["data"]["sdp"]
-    );
-    println!(
-        "done: {} and {} exchanged an offer and an answer",
-        &alice_id[..8],
-        &bob_id[..8]
-    );
+    println!("alice: got the answer from {}: {}", answer["fromPeerId"], answer["data"]["sdp"]);
+    println!("done: {} and {} exchanged an offer and an answer", &alice_id[..8], &bob_id[..8]);
 
     alice.close(None)?;
     bob.close(None)?;

@@ -1,10 +1,13 @@
 // Two instances of the JavaScript reference's own SignalingClient (peerpigeon@1.1.3,
-// src/SignalingClient.js) talk to a signaling server: both connect and announce, each discovers the
-// other, A sends B an offer, B answers. Exits 0 when all of that happened, 1 otherwise.
+// src/SignalingClient.js) talk through signaling servers: both connect and announce, each discovers
+// the other, A sends B an offer, B answers, B leaves and A is told. Exits 0 when all of that
+// happened, 1 otherwise.
 //
-//   node interop/signaling-client.mjs ws://localhost:3000 [networkName]
+//   node interop/signaling-client.mjs ws://localhost:3000              # both peers on one server
+//   node interop/signaling-client.mjs ws://localhost:3000 ws://localhost:3001   # A on one hub, B on another
 //
-// Works against PeerPigeon-rs and against the JavaScript server alike (interop/run.sh runs both).
+// Works against PeerPigeon-rs and against the JavaScript server alike (interop/run.sh and
+// interop/hub.sh run it).
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 
@@ -12,8 +15,9 @@ import WebSocket from 'ws';
 globalThis.WebSocket = WebSocket;
 const { SignalingClient } = await import(new URL('./node_modules/peerpigeon/src/SignalingClient.js', import.meta.url));
 
-const url = process.argv[2] ?? 'ws://localhost:3000';
-const networkName = process.argv[3] ?? 'interop-net';
+const urlA = process.argv[2] ?? 'ws://localhost:3000';
+const urlB = process.argv[3] ?? urlA;
+const networkName = 'interop-net';
 const TIMEOUT_MS = 10_000;
 // Whatever happens (a server that never answers, a client stuck reconnecting), give up in time.
 setTimeout(() => {
@@ -50,9 +54,9 @@ function waitFor(client, what, predicate) {
 const a = makeClient('A');
 const b = makeClient('B');
 try {
-  await a.connect(url);
-  await b.connect(url);
-  console.log(`connected A=${a.peerId.slice(0, 8)} B=${b.peerId.slice(0, 8)} to ${url} in network '${networkName}'`);
+  await a.connect(urlA);
+  await b.connect(urlB);
+  console.log(`connected A=${a.peerId.slice(0, 8)} to ${urlA}, B=${b.peerId.slice(0, 8)} to ${urlB}, network '${networkName}'`);
 
   await waitFor(a, 'peer-discovered(B)', (m) => m.type === 'peer-discovered' && m.data?.peerId === b.peerId);
   await waitFor(b, 'peer-discovered(A)', (m) => m.type === 'peer-discovered' && m.data?.peerId === a.peerId);
@@ -74,9 +78,15 @@ try {
   }
   console.log('signal: A received B\'s answer intact, fromPeerId = B');
 
-  b.sendGoodbyeMessage();
-  await waitFor(a, 'peer-disconnected(B)', (m) => m.type === 'peer-disconnected' && m.data?.peerId === b.peerId);
-  console.log('leave: A was told that B left');
+  // SKIP_LEAVE=1: B's server cannot tell A's (a JavaScript hub accepting a link answers a hub's
+  // peer-disconnected with "does not route"; see interop/hub.sh).
+  if (process.env.SKIP_LEAVE === '1') {
+    console.log('leave: not checked (the JavaScript hub cannot be told that a linked hub\'s peer left)');
+  } else {
+    b.sendGoodbyeMessage();
+    await waitFor(a, 'peer-disconnected(B)', (m) => m.type === 'peer-disconnected' && m.data?.peerId === b.peerId);
+    console.log('leave: A was told that B left');
+  }
   console.log('INTEROP OK');
   a.disconnect();
   b.disconnect();

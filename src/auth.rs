@@ -9,16 +9,12 @@ use crate::request_head::RequestHead;
 pub fn is_authorized(head: &RequestHead, expected: &str) -> bool {
     let bearer = head.header("Authorization").and_then(|value| {
         let (scheme, token) = value.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("Bearer")
-            .then(|| token.trim().to_string())
+        scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim().to_string())
     });
     // Check both candidates, so that timing does not tell which one was tried.
-    let by_header =
-        bearer.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()));
-    let by_query = head
-        .query_param("token")
-        .is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()));
+    let by_header = bearer.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()));
+    let by_query =
+        head.query_param("token").is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()));
     by_header | by_query
 }
 
@@ -36,9 +32,7 @@ mod tests {
     use super::*;
 
     fn head(target: &str, authorization: Option<&str>) -> RequestHead {
-        let header = authorization
-            .map(|v| format!("Authorization: {v}\r\n"))
-            .unwrap_or_default();
+        let header = authorization.map(|v| format!("Authorization: {v}\r\n")).unwrap_or_default();
         RequestHead::parse(format!("GET {target} HTTP/1.1\r\n{header}\r\n").as_bytes()).unwrap()
     }
 
@@ -46,10 +40,7 @@ mod tests {
     fn accepts_the_token_by_header_or_query() {
         assert!(is_authorized(&head("/", Some("Bearer s3cret")), "s3cret"));
         assert!(is_authorized(&head("/", Some("bearer s3cret")), "s3cret"));
-        assert!(is_authorized(
-            &head("/?peerId=x&token=s3cret", None),
-            "s3cret"
-        ));
+        assert!(is_authorized(&head("/?peerId=x&token=s3cret", None), "s3cret"));
     }
 
     #[test]

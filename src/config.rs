@@ -163,79 +163,49 @@ impl Config {
             config.max_message_size = parse_number("MAX_MESSAGE_SIZE", &v, 1024, 1 << 30)? as usize;
         }
         if let Some(v) = get("PEER_TIMEOUT_SECS") {
-            config.peer_timeout =
-                Duration::from_secs(parse_number("PEER_TIMEOUT_SECS", &v, 1, 86_400)?);
+            config.peer_timeout = Duration::from_secs(parse_number("PEER_TIMEOUT_SECS", &v, 1, 86_400)?);
         }
         if let Some(v) = get("CLEANUP_INTERVAL_SECS") {
-            config.cleanup_interval =
-                Duration::from_secs(parse_number("CLEANUP_INTERVAL_SECS", &v, 1, 86_400)?);
+            config.cleanup_interval = Duration::from_secs(parse_number("CLEANUP_INTERVAL_SECS", &v, 1, 86_400)?);
         }
         if let Some(v) = get("HANDSHAKE_TIMEOUT_SECS") {
-            config.handshake_timeout =
-                Duration::from_secs(parse_number("HANDSHAKE_TIMEOUT_SECS", &v, 1, 3_600)?);
+            config.handshake_timeout = Duration::from_secs(parse_number("HANDSHAKE_TIMEOUT_SECS", &v, 1, 3_600)?);
         }
         if let Some(v) = get("MAX_QUEUED_BYTES") {
-            config.max_queued_bytes =
-                parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+            config.max_queued_bytes = parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
         }
         if let Some(v) = get("HUB_HEARTBEAT_SECS") {
-            config.hub_heartbeat =
-                Duration::from_secs(parse_number("HUB_HEARTBEAT_SECS", &v, 1, 3_600)?);
+            config.hub_heartbeat = Duration::from_secs(parse_number("HUB_HEARTBEAT_SECS", &v, 1, 3_600)?);
         }
         if let Some(v) = get("HUB_MAX_HOPS") {
             config.hub_max_hops = parse_number("HUB_MAX_HOPS", &v, 1, 255)? as u32;
         }
         if let Some(v) = get("MAX_PENDING_HANDSHAKES") {
-            config.max_pending_handshakes =
-                parse_number("MAX_PENDING_HANDSHAKES", &v, 1, 1_000_000)? as usize;
+            config.max_pending_handshakes = parse_number("MAX_PENDING_HANDSHAKES", &v, 1, 1_000_000)? as usize;
         }
         if let Some(v) = get("LOG_LEVEL") {
-            config.log_level = Level::parse(&v).ok_or_else(|| {
-                error(
-                    "LOG_LEVEL",
-                    format!("expected error, warn, info or debug, got {v:?}"),
-                )
-            })?;
+            config.log_level = Level::parse(&v)
+                .ok_or_else(|| error("LOG_LEVEL", format!("expected error, warn, info or debug, got {v:?}")))?;
         }
         Ok(config)
     }
 }
 
 fn error(variable: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        problem: problem.into(),
-    }
+    ConfigError { variable, problem: problem.into() }
 }
 
-fn parse_number(
-    variable: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let out_of_range = || {
-        error(
-            variable,
-            format!("expected a whole number from {min} to {max}, got {value:?}"),
-        )
-    };
+fn parse_number(variable: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let out_of_range = || error(variable, format!("expected a whole number from {min} to {max}, got {value:?}"));
     let number: u64 = value.trim().parse().map_err(|_| out_of_range())?;
-    if (min..=max).contains(&number) {
-        Ok(number)
-    } else {
-        Err(out_of_range())
-    }
+    if (min..=max).contains(&number) { Ok(number) } else { Err(out_of_range()) }
 }
 
 fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(error(
-            variable,
-            format!("expected true or false, got {value:?}"),
-        )),
+        _ => Err(error(variable, format!("expected true or false, got {value:?}"))),
     }
 }
 
@@ -243,10 +213,7 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
 fn single_token(variable: &'static str, value: String) -> Result<String, ConfigError> {
     let value = value.trim();
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(error(
-            variable,
-            format!("must not contain spaces or control characters, got {value:?}"),
-        ));
+        return Err(error(variable, format!("must not contain spaces or control characters, got {value:?}")));
     }
     Ok(value.to_string())
 }
@@ -273,20 +240,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_env_vars(|name| map.get(name).cloned())
     }
 
     #[test]
     fn defaults_match_the_reference_server() {
         let config = from(&[]).unwrap();
-        assert_eq!(
-            (config.host.as_str(), config.port, config.max_connections),
-            ("localhost", 3000, 1000)
-        );
+        assert_eq!((config.host.as_str(), config.port, config.max_connections), ("localhost", 3000, 1000));
         assert_eq!(config.cors_origin, "*");
         assert!(!config.is_hub);
         assert_eq!(config.hub_mesh_namespace, "pigeonhub-mesh");
@@ -319,10 +280,7 @@ mod tests {
             ("HUB_MAX_HOPS", "4"),
         ])
         .unwrap();
-        assert_eq!(
-            (config.host.as_str(), config.port, config.max_connections),
-            ("0.0.0.0", 8080, 12000)
-        );
+        assert_eq!((config.host.as_str(), config.port, config.max_connections), ("0.0.0.0", 8080, 12000));
         assert_eq!(config.cors_origin, "https://example.org");
         assert!(config.is_hub);
         assert_eq!(config.hub_mesh_namespace, "my-mesh");
@@ -336,10 +294,7 @@ mod tests {
         assert_eq!(config.max_queued_bytes, 1 << 20);
         assert_eq!(config.log_level, Level::Debug);
         assert_eq!(config.max_pending_handshakes, 99);
-        assert_eq!(
-            (config.hub_heartbeat, config.hub_max_hops),
-            (Duration::from_secs(2), 4)
-        );
+        assert_eq!((config.hub_heartbeat, config.hub_max_hops), (Duration::from_secs(2), 4));
     }
 
     #[test]
@@ -364,10 +319,7 @@ mod tests {
         ] {
             let err = from(&[(name, value)]).unwrap_err();
             assert_eq!(err.variable, name);
-            assert!(
-                err.to_string().starts_with(&format!("invalid {name}: ")),
-                "{err}"
-            );
+            assert!(err.to_string().starts_with(&format!("invalid {name}: ")), "{err}");
         }
     }
 

@@ -37,9 +37,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Resolve { source, .. } | Error::Bind { source, .. } | Error::Spawn(source) => {
-                Some(source)
-            }
+            Error::Resolve { source, .. } | Error::Bind { source, .. } | Error::Spawn(source) => Some(source),
             Error::PortsBusy { .. } => None,
         }
     }

@@ -19,11 +19,7 @@ use crate::request_head::RequestHead;
 use crate::server::ServerState;
 
 /// Banner served on `/`.
-const BANNER: &str = concat!(
-    "PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ",
-    env!("CARGO_PKG_VERSION"),
-    ")"
-);
+const BANNER: &str = concat!("PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ", env!("CARGO_PKG_VERSION"), ")");
 /// How long, after replying, unread request bytes are drained so the reply is not lost to a reset.
 const LINGER: Duration = Duration::from_millis(500);
 
@@ -33,19 +29,13 @@ pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState
     if head.method == "OPTIONS" {
         let reply = with_cors(Response::from_data(Vec::new()), state);
         let reply = with_header(reply, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-        let reply = with_header(
-            reply,
-            "Access-Control-Allow-Headers",
-            "Content-Type, Authorization",
-        );
+        let reply = with_header(reply, "Access-Control-Allow-Headers", "Content-Type, Authorization");
         return send(stream, head, reply);
     }
     let reply = match head.path() {
-        "/" => with_header(
-            with_cors(Response::from_string(BANNER), state),
-            "Content-Type",
-            "text/plain; charset=utf-8",
-        ),
+        "/" => {
+            with_header(with_cors(Response::from_string(BANNER), state), "Content-Type", "text/plain; charset=utf-8")
+        }
         "/health" => json_reply(200, &health(state), state),
         "/stats" => json_reply(200, &stats(state), state),
         "/hubstats" => json_reply(200, &hub_stats(state), state),
@@ -154,22 +144,14 @@ fn hubs(state: &ServerState) -> serde_json::Value {
     json!({"timestamp": iso8601(SystemTime::now()), "totalHubs": hubs.len(), "hubs": hubs})
 }
 
-fn json_reply<T: Serialize>(
-    status: u16,
-    body: &T,
-    state: &ServerState,
-) -> Response<std::io::Cursor<Vec<u8>>> {
+fn json_reply<T: Serialize>(status: u16, body: &T, state: &ServerState) -> Response<std::io::Cursor<Vec<u8>>> {
     let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let reply = with_cors(Response::from_data(body), state).with_status_code(status);
     with_header(reply, "Content-Type", "application/json")
 }
 
 fn with_cors<R: Read>(reply: Response<R>, state: &ServerState) -> Response<R> {
-    with_header(
-        reply,
-        "Access-Control-Allow-Origin",
-        &state.config.cors_origin,
-    )
+    with_header(reply, "Access-Control-Allow-Origin", &state.config.cors_origin)
 }
 
 /// Adds a header whose value this module controls (configuration is validated to hold no control
@@ -187,19 +169,10 @@ fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>) {
 
 /// Writes `reply`, then closes the socket: write side first, then, after draining what the
 /// client still sends (at most [`LINGER`]), both sides, so the reply is never lost to a reset.
-fn write_and_close<R: Read>(
-    mut stream: TcpStream,
-    reply: Response<R>,
-    minor_version: u8,
-    head_only: bool,
-) {
+fn write_and_close<R: Read>(mut stream: TcpStream, reply: Response<R>, minor_version: u8, head_only: bool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let version = HTTPVersion(1, minor_version);
-    if reply
-        .raw_print(&mut stream, version, &[], head_only, None)
-        .and_then(|()| stream.flush())
-        .is_err()
-    {
+    if reply.raw_print(&mut stream, version, &[], head_only, None).and_then(|()| stream.flush()).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);

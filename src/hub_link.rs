@@ -75,9 +75,7 @@ impl BootstrapLinks {
                 connected_since: None,
             })
             .collect();
-        BootstrapLinks {
-            statuses: Mutex::new(statuses),
-        }
+        BootstrapLinks { statuses: Mutex::new(statuses) }
     }
 
     pub fn snapshot(&self) -> Vec<LinkStatus> {
@@ -92,24 +90,16 @@ impl BootstrapLinks {
 }
 
 /// Starts one thread per bootstrap URL and the heartbeat thread. They stop when `stop` is dropped.
-pub(crate) fn start(
-    state: &Arc<ServerState>,
-    stop: &Receiver<()>,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
+pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     let heartbeat_state = state.clone();
     let heartbeat_stop = stop.clone();
-    threads.push(
-        thread::Builder::new()
-            .name("hub-heartbeat".into())
-            .stack_size(LINK_STACK)
-            .spawn(move || {
-                let interval = heartbeat_state.config.hub_heartbeat;
-                while let Err(RecvTimeoutError::Timeout) = heartbeat_stop.recv_timeout(interval) {
-                    heartbeat_state.registry.heartbeat_tick();
-                }
-            })?,
-    );
+    threads.push(thread::Builder::new().name("hub-heartbeat".into()).stack_size(LINK_STACK).spawn(move || {
+        let interval = heartbeat_state.config.hub_heartbeat;
+        while let Err(RecvTimeoutError::Timeout) = heartbeat_stop.recv_timeout(interval) {
+            heartbeat_state.registry.heartbeat_tick();
+        }
+    })?);
     for (index, uri) in state.config.bootstrap_hubs.iter().enumerate() {
         let (state, stop, uri) = (state.clone(), stop.clone(), uri.clone());
         let thread = thread::Builder::new()
@@ -168,16 +158,11 @@ fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<(
                     s.last_error = Some(format!("link lost: {}", outcome.reason));
                 });
                 if outcome.is_self {
-                    crate::log_warn!(
-                        "bootstrap hub {uri} is this hub itself; no longer linking to it"
-                    );
+                    crate::log_warn!("bootstrap hub {uri} is this hub itself; no longer linking to it");
                     links.update(index, |s| s.state = "skipped");
                     return;
                 }
-                crate::log_warn!(
-                    "hub link to {uri} is down ({}); reconnecting",
-                    outcome.reason
-                );
+                crate::log_warn!("hub link to {uri} is down ({}); reconnecting", outcome.reason);
             }
             Err(problem) => {
                 if problem != last_logged_error {
@@ -201,9 +186,7 @@ fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<(
 /// not retry in lockstep.
 fn backoff(failures: u32) -> Duration {
     let uncapped = FIRST_BACKOFF.saturating_mul(1u32 << failures.min(16));
-    uncapped
-        .min(MAX_BACKOFF)
-        .mul_f64(0.5 + fastrand::f64() / 2.0)
+    uncapped.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 /// What ended a link.
@@ -214,18 +197,10 @@ struct LinkOutcome {
 }
 
 /// Runs an open link: its writer thread, its registration, and reading until it drops.
-fn serve_link(
-    uri: &str,
-    stream: TcpStream,
-    leftover: Vec<u8>,
-    state: &Arc<ServerState>,
-) -> LinkOutcome {
+fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<ServerState>) -> LinkOutcome {
     let serial = state.next_serial();
     let Some(hub_id) = state.hub_peer_id else {
-        return LinkOutcome {
-            reason: "not a hub",
-            is_self: false,
-        };
+        return LinkOutcome { reason: "not a hub", is_self: false };
     };
     let (handle, outbox, shared) = new_peer(hub_id, serial, stream, state.config.max_queued_bytes);
     let writer_shared = shared.clone();
@@ -235,25 +210,16 @@ fn serve_link(
         .spawn(move || peer::run_writer(outbox, writer_shared, Role::Client));
     if writer.is_err() {
         handle.kill();
-        return LinkOutcome {
-            reason: "cannot start the writer thread",
-            is_self: false,
-        };
+        return LinkOutcome { reason: "cannot start the writer thread", is_self: false };
     }
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
-    let reason = peer::read_frames(
-        &handle,
-        &shared,
-        leftover,
-        Role::Client,
-        state.config.max_message_size,
-        |message| {
+    let reason =
+        peer::read_frames(&handle, &shared, leftover, Role::Client, state.config.max_message_size, |message| {
             if let Incoming::Text(text) = message {
                 is_self |= state.registry.handle_link_message(serial, text);
             }
-        },
-    );
+        });
     state.registry.link_down(serial);
     drop(handle);
     peer::linger(&shared);
@@ -269,18 +235,12 @@ struct WsTarget {
 }
 
 fn parse_ws_url(uri: &str) -> Result<WsTarget, &'static str> {
-    let rest = uri
-        .strip_prefix("ws://")
-        .ok_or("only ws:// URLs are supported")?;
+    let rest = uri.strip_prefix("ws://").ok_or("only ws:// URLs are supported")?;
     let (authority, path) = match rest.find(['/', '?']) {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/"),
     };
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_string()
-    };
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             (host, port.parse().map_err(|_| "the port is not a number")?)
@@ -291,11 +251,7 @@ fn parse_ws_url(uri: &str) -> Result<WsTarget, &'static str> {
     if host.is_empty() {
         return Err("the URL has no host");
     }
-    Ok(WsTarget {
-        host: host.to_string(),
-        port,
-        path,
-    })
+    Ok(WsTarget { host: host.to_string(), port, path })
 }
 
 /// Whether `target` names this very server (contract §5: a hub skips itself).
@@ -303,13 +259,7 @@ fn is_this_server(target: &WsTarget, state: &ServerState) -> bool {
     if target.port != state.local_addr.port() {
         return false;
     }
-    let ours = [
-        state.config.host.as_str(),
-        "localhost",
-        "127.0.0.1",
-        "::1",
-        "0.0.0.0",
-    ];
+    let ours = [state.config.host.as_str(), "localhost", "127.0.0.1", "::1", "0.0.0.0"];
     ours.contains(&target.host.as_str()) || target.host == state.local_addr.ip().to_string()
 }
 
@@ -321,8 +271,7 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
         .map_err(|e| format!("cannot resolve {}: {e}", target.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", target.host))?;
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| format!("cannot connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let Some(hub_id) = state.hub_peer_id else {
         return Err("not a hub".into());
@@ -340,11 +289,9 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
         "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{authorization}\r\n",
         target.host, target.port
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("cannot send the handshake: {e}"))?;
-    let (head, leftover) = read_head(&mut stream, state.config.handshake_timeout)
-        .map_err(|e| format!("no handshake reply: {e:?}"))?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the handshake: {e}"))?;
+    let (head, leftover) =
+        read_head(&mut stream, state.config.handshake_timeout).map_err(|e| format!("no handshake reply: {e:?}"))?;
     let head = String::from_utf8_lossy(&head);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -355,9 +302,7 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
     let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let accepted = lines
         .filter_map(|line| line.split_once(':'))
-        .any(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("Sec-WebSocket-Accept") && value.trim() == expected
-        });
+        .any(|(name, value)| name.trim().eq_ignore_ascii_case("Sec-WebSocket-Accept") && value.trim() == expected);
     if !accepted {
         return Err("the hub's handshake reply has a wrong Sec-WebSocket-Accept".into());
     }
@@ -369,9 +314,7 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -384,20 +327,11 @@ mod tests {
     #[test]
     fn parses_ws_urls() {
         let t = parse_ws_url("ws://hub.example:3001/ws?x=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("hub.example", 3001, "/ws?x=1")
-        );
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("hub.example", 3001, "/ws?x=1"));
         let t = parse_ws_url("ws://127.0.0.1:3000").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 3000, "/")
-        );
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 3000, "/"));
         let t = parse_ws_url("ws://[::1]:4000?a").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("::1", 4000, "/?a")
-        );
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 4000, "/?a"));
         assert!(parse_ws_url("http://x:1").is_err());
         assert!(parse_ws_url("ws://:1").is_err());
         assert!(parse_ws_url("ws://x:port").is_err());
@@ -408,10 +342,7 @@ mod tests {
         assert!(backoff(0) < Duration::from_secs(1));
         for failures in [10, 20, 1000] {
             let delay = backoff(failures);
-            assert!(
-                delay <= MAX_BACKOFF && delay >= MAX_BACKOFF / 2,
-                "{delay:?}"
-            );
+            assert!(delay <= MAX_BACKOFF && delay >= MAX_BACKOFF / 2, "{delay:?}");
         }
     }
 

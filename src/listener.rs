@@ -44,19 +44,14 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
     let limit = state.config.max_pending_handshakes;
     if state.pending_handshakes.fetch_add(1, Ordering::Relaxed) >= limit {
         state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
-        crate::log_warn!(
-            "{limit} sockets are still sending their request head; refusing a connection"
-        );
+        crate::log_warn!("{limit} sockets are still sending their request head; refusing a connection");
         return;
     }
     let serial = state.next_serial();
     let thread_state = state.clone();
-    let spawned = thread::Builder::new()
-        .name(format!("conn-{serial}"))
-        .stack_size(HANDSHAKE_STACK)
-        .spawn(move || {
-            handle_connection(stream, &thread_state);
-        });
+    let spawned = thread::Builder::new().name(format!("conn-{serial}")).stack_size(HANDSHAKE_STACK).spawn(move || {
+        handle_connection(stream, &thread_state);
+    });
     if let Err(err) = spawned {
         state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
         crate::log_warn!("cannot start a connection thread: {err}");
@@ -94,9 +89,7 @@ fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) {
 
 fn reject_head(stream: TcpStream, err: HeadError, state: &ServerState) {
     match err {
-        HeadError::TimedOut => {
-            http::reply_error(stream, 408, "Request head not received in time", state)
-        }
+        HeadError::TimedOut => http::reply_error(stream, 408, "Request head not received in time", state),
         HeadError::TooLarge => http::reply_error(stream, 431, "Request head too large", state),
         HeadError::Malformed(why) => http::reply_error(stream, 400, why, state),
         HeadError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => {}

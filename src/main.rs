@@ -33,9 +33,7 @@ fn main() -> ExitCode {
     }
 
     // A value that is not valid Unicode is passed on as-is (lossily), so validation names it.
-    let config = Config::from_env_vars(|name| {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    });
+    let config = Config::from_env_vars(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
     let config = match config {
         Ok(config) => config,
         Err(err) => {

@@ -102,11 +102,7 @@ struct SeenIds {
 
 impl SeenIds {
     fn new() -> SeenIds {
-        SeenIds {
-            current: HashSet::new(),
-            previous: HashSet::new(),
-            turned_at: Instant::now(),
-        }
+        SeenIds { current: HashSet::new(), previous: HashSet::new(), turned_at: Instant::now() }
     }
 
     /// Records `id`; `true` the first time it is seen.
@@ -227,81 +223,34 @@ impl State {
         let Some(newcomer) = self.peers.get(&peer) else {
             return;
         };
-        for remote in self
-            .mesh
-            .remote_by_network
-            .get(network)
-            .into_iter()
-            .flatten()
-        {
+        for remote in self.mesh.remote_by_network.get(network).into_iter().flatten() {
             if let Some(entry) = self.mesh.remote.get(remote) {
-                newcomer.handle.send_text(protocol::peer_discovered(
-                    &entry.discovery,
-                    network,
-                    peer,
-                ));
+                newcomer.handle.send_text(protocol::peer_discovered(&entry.discovery, network, peer));
             }
         }
         let Some(hub_id) = self.mesh.hub_id() else {
             return;
         };
-        if is_hub
-            || self
-                .mesh
-                .config
-                .as_ref()
-                .is_some_and(|c| *c.namespace == **network)
-        {
+        if is_hub || self.mesh.config.as_ref().is_some_and(|c| *c.namespace == **network) {
             return;
         }
         let Some(announced) = &newcomer.announced else {
             return;
         };
-        let relay = Relay {
-            id: new_relay_id(),
-            origin: Some(hub_id.to_string()),
-            seq: Some(announced.seq),
-            hops: 0,
-        };
-        self.mesh.flood(
-            &protocol::link_peer_discovered(&announced.discovery, network, &relay),
-            None,
-            Audience::All,
-        );
+        let relay = Relay { id: new_relay_id(), origin: Some(hub_id.to_string()), seq: Some(announced.seq), hops: 0 };
+        self.mesh.flood(&protocol::link_peer_discovered(&announced.discovery, network, &relay), None, Audience::All);
     }
 
     /// Local peer `peer` left `network`: tell the other hubs.
-    pub(crate) fn mesh_local_left(
-        &mut self,
-        peer: PeerId,
-        network: &str,
-        is_hub: bool,
-        seq: u64,
-        reason: &str,
-    ) {
+    pub(crate) fn mesh_local_left(&mut self, peer: PeerId, network: &str, is_hub: bool, seq: u64, reason: &str) {
         let Some(hub_id) = self.mesh.hub_id() else {
             return;
         };
-        if is_hub
-            || self
-                .mesh
-                .config
-                .as_ref()
-                .is_some_and(|c| c.namespace == network)
-        {
+        if is_hub || self.mesh.config.as_ref().is_some_and(|c| c.namespace == network) {
             return;
         }
-        let relay = Relay {
-            id: new_relay_id(),
-            origin: Some(hub_id.to_string()),
-            seq: Some(seq),
-            hops: 0,
-        };
-        self.mesh.flood(
-            &protocol::link_peer_disconnected(peer, false, reason, network, &relay),
-            None,
-            Audience::All,
-        );
+        let relay = Relay { id: new_relay_id(), origin: Some(hub_id.to_string()), seq: Some(seq), hops: 0 };
+        self.mesh.flood(&protocol::link_peer_disconnected(peer, false, reason, network, &relay), None, Audience::All);
     }
 
     /// Sends a new link everything this hub knows: its local peers, then the remote ones.
@@ -314,46 +263,21 @@ impl State {
         };
         let me = config.hub_id.to_string();
         for entry in self.peers.values() {
-            let Some(announced) = entry
-                .announced
-                .as_ref()
-                .filter(|a| !a.is_hub && *a.network != *config.namespace)
+            let Some(announced) = entry.announced.as_ref().filter(|a| !a.is_hub && *a.network != *config.namespace)
             else {
                 continue;
             };
-            let relay = Relay {
-                id: new_relay_id(),
-                origin: Some(me.clone()),
-                seq: Some(announced.seq),
-                hops: 0,
-            };
-            link.handle.send_text(protocol::link_peer_discovered(
-                &announced.discovery,
-                &announced.network,
-                &relay,
-            ));
+            let relay = Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(announced.seq), hops: 0 };
+            link.handle.send_text(protocol::link_peer_discovered(&announced.discovery, &announced.network, &relay));
         }
-        for remote in self
-            .mesh
-            .remote
-            .values()
-            .filter(|r| r.origin != Origin::Legacy(link_id))
-        {
+        for remote in self.mesh.remote.values().filter(|r| r.origin != Origin::Legacy(link_id)) {
             let origin = match remote.origin {
                 Origin::Hub(hub) => hub.to_string(),
                 Origin::Legacy(_) => me.clone(),
             };
-            let relay = Relay {
-                id: new_relay_id(),
-                origin: Some(origin),
-                seq: Some(remote.seq),
-                hops: remote.hops + 1,
-            };
-            link.handle.send_text(protocol::link_peer_discovered(
-                &remote.discovery,
-                &remote.network,
-                &relay,
-            ));
+            let relay =
+                Relay { id: new_relay_id(), origin: Some(origin), seq: Some(remote.seq), hops: remote.hops + 1 };
+            link.handle.send_text(protocol::link_peer_discovered(&remote.discovery, &remote.network, &relay));
         }
     }
 
@@ -372,10 +296,7 @@ impl State {
             return;
         }
         let relay = message.relay.as_ref();
-        let origin = match relay
-            .and_then(|r| r.origin.as_deref())
-            .and_then(PeerId::parse)
-        {
+        let origin = match relay.and_then(|r| r.origin.as_deref()).and_then(PeerId::parse) {
             Some(hub) if hub == config.hub_id => return, // our own announcement came back around
             Some(hub) => Origin::Hub(hub),
             None => Origin::Legacy(from_link),
@@ -385,16 +306,8 @@ impl State {
             None => self.mesh.next_stamp(),
         };
         let hops = relay.map_or(1, |r| r.hops + 1);
-        if self
-            .mesh
-            .tombstones
-            .get(&peer)
-            .is_some_and(|(dead, _)| *dead >= seq)
-            || self
-                .mesh
-                .remote
-                .get(&peer)
-                .is_some_and(|known| known.seq >= seq)
+        if self.mesh.tombstones.get(&peer).is_some_and(|(dead, _)| *dead >= seq)
+            || self.mesh.remote.get(&peer).is_some_and(|known| known.seq >= seq)
             || (origin == Origin::Legacy(from_link) && self.mesh.remote.contains_key(&peer))
         {
             return;
@@ -403,19 +316,9 @@ impl State {
             self.mesh.heard.entry(hub).or_insert_with(Instant::now);
         }
         // A newer announcement may move the peer to another network: the old one hears it left.
-        if let Some(old) = self
-            .mesh
-            .forget_remote(peer)
-            .filter(|old| *old.network != *network)
-        {
+        if let Some(old) = self.mesh.forget_remote(peer).filter(|old| *old.network != *network) {
             self.notify_local(&old.network, |recipient| {
-                protocol::peer_disconnected(
-                    peer,
-                    old.is_hub,
-                    "network-change",
-                    &old.network,
-                    recipient,
-                )
+                protocol::peer_disconnected(peer, old.is_hub, "network-change", &old.network, recipient)
             });
         }
         let network: Arc<str> = match self.networks.get_key_value(network) {
@@ -423,42 +326,21 @@ impl State {
             None => Arc::from(network),
         };
         let discovery = protocol::discovery_data(peer, false, message.data);
-        self.notify_local(&network, |recipient| {
-            protocol::peer_discovered(&discovery, &network, recipient)
-        });
+        self.notify_local(&network, |recipient| protocol::peer_discovered(&discovery, &network, recipient));
         if hops <= config.max_hops {
             let origin_text = match origin {
                 Origin::Hub(hub) => hub.to_string(),
                 Origin::Legacy(_) => config.hub_id.to_string(),
             };
-            let relay = Relay {
-                id: new_relay_id(),
-                origin: Some(origin_text),
-                seq: Some(seq),
-                hops,
-            };
+            let relay = Relay { id: new_relay_id(), origin: Some(origin_text), seq: Some(seq), hops };
             self.mesh.flood(
                 &protocol::link_peer_discovered(&discovery, &network, &relay),
                 Some(from_link),
                 Audience::All,
             );
         }
-        self.mesh
-            .remote_by_network
-            .entry(network.clone())
-            .or_default()
-            .insert(peer);
-        self.mesh.remote.insert(
-            peer,
-            RemotePeer {
-                network,
-                is_hub: false,
-                discovery,
-                origin,
-                seq,
-                hops,
-            },
-        );
+        self.mesh.remote_by_network.entry(network.clone()).or_default().insert(peer);
+        self.mesh.remote.insert(peer, RemotePeer { network, is_hub: false, discovery, origin, seq, hops });
     }
 
     /// A remote peer left: forget it, tell local peers, pass it on.
@@ -491,9 +373,7 @@ impl State {
         let Some(entry) = self.mesh.forget_remote(peer) else {
             return;
         };
-        self.mesh
-            .tombstones
-            .insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
+        self.mesh.tombstones.insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
         self.notify_local(&entry.network, |recipient| {
             protocol::peer_disconnected(peer, entry.is_hub, reason, &entry.network, recipient)
         });
@@ -512,19 +392,8 @@ impl State {
             (None, Origin::Hub(_)) => (None, 0, Audience::JavaScriptHubs),
         };
         if hops <= config.max_hops {
-            let relay = Relay {
-                id: new_relay_id(),
-                origin: Some(origin.to_string()),
-                seq: Some(entry.seq),
-                hops,
-            };
-            let notice = protocol::link_peer_disconnected(
-                peer,
-                entry.is_hub,
-                reason,
-                &entry.network,
-                &relay,
-            );
+            let relay = Relay { id: new_relay_id(), origin: Some(origin.to_string()), seq: Some(entry.seq), hops };
+            let notice = protocol::link_peer_disconnected(peer, entry.is_hub, reason, &entry.network, &relay);
             self.mesh.flood(&notice, except, audience);
         }
     }
@@ -532,11 +401,7 @@ impl State {
     /// Queues a message built for each local, non-hub peer announced in `network`.
     fn notify_local(&self, network: &str, build: impl Fn(PeerId) -> String) {
         for member in self.networks.get(network).into_iter().flatten() {
-            if let Some(entry) = self
-                .peers
-                .get(member)
-                .filter(|e| e.announced.as_ref().is_some_and(|a| !a.is_hub))
-            {
+            if let Some(entry) = self.peers.get(member).filter(|e| e.announced.as_ref().is_some_and(|a| !a.is_hub)) {
                 entry.handle.send_text(build(*member));
             }
         }
@@ -559,25 +424,14 @@ impl State {
         let network = message.network();
         if let Some(entry) = self.peers.get(&target) {
             // Local target: delivered only inside its announced network (contract §3).
-            if entry
-                .announced
-                .as_ref()
-                .is_some_and(|a| *a.network == *network)
-            {
-                entry
-                    .handle
-                    .send_text(protocol::signal(kind, message.data, from, target, network));
+            if entry.announced.as_ref().is_some_and(|a| *a.network == *network) {
+                entry.handle.send_text(protocol::signal(kind, message.data, from, target, network));
             }
             return;
         }
         let hops = relay.map_or(1, |r| r.hops + 1);
         if hops <= self.mesh.max_hops() {
-            let relay = Relay {
-                id: format!("{id:016x}"),
-                origin: None,
-                seq: None,
-                hops,
-            };
+            let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops };
             let text = protocol::link_signal(kind, message.data, from, target, network, &relay);
             self.mesh.flood(&text, Some(from_link), Audience::All);
         }
@@ -596,11 +450,7 @@ impl State {
         if self.mesh.links.is_empty() {
             return false;
         }
-        let known = self
-            .mesh
-            .remote
-            .get(&target)
-            .is_some_and(|r| *r.network == *network);
+        let known = self.mesh.remote.get(&target).is_some_and(|r| *r.network == *network);
         let legacy_links = self.mesh.links.values().any(|l| !l.speaks_relay);
         if !known && !legacy_links {
             return false;
@@ -610,17 +460,8 @@ impl State {
             // The same signal again within the de-duplication window (contract §3): already relayed.
             return true;
         }
-        let relay = Relay {
-            id: format!("{id:016x}"),
-            origin: None,
-            seq: None,
-            hops: 0,
-        };
-        self.mesh.flood(
-            &protocol::link_signal(kind, data, from, target, network, &relay),
-            None,
-            Audience::All,
-        );
+        let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops: 0 };
+        self.mesh.flood(&protocol::link_signal(kind, data, from, target, network, &relay), None, Audience::All);
         true
     }
 
@@ -630,13 +471,8 @@ impl State {
             return;
         }
         crate::log_info!("hub link {link_id} down");
-        let orphans: Vec<PeerId> = self
-            .mesh
-            .remote
-            .iter()
-            .filter(|(_, r)| r.origin == Origin::Legacy(link_id))
-            .map(|(id, _)| *id)
-            .collect();
+        let orphans: Vec<PeerId> =
+            self.mesh.remote.iter().filter(|(_, r)| r.origin == Origin::Legacy(link_id)).map(|(id, _)| *id).collect();
         for peer in orphans {
             self.drop_remote(peer, "hub link lost", None);
         }
@@ -671,19 +507,11 @@ impl State {
             "hub link {link_id} up ({})",
             match &direction {
                 Direction::Outbound { uri } => format!("to {uri}"),
-                Direction::Inbound => format!(
-                    "from hub {}",
-                    remote_hub.map_or("?".to_string(), |h| h.short().to_string())
-                ),
+                Direction::Inbound =>
+                    format!("from hub {}", remote_hub.map_or("?".to_string(), |h| h.short().to_string())),
             }
         );
-        let link = Link {
-            handle,
-            direction,
-            speaks_relay,
-            remote_hub,
-            up_since_ms: unix_millis(),
-        };
+        let link = Link { handle, direction, speaks_relay, remote_hub, up_since_ms: unix_millis() };
         self.mesh.links.insert(link_id, link);
         self.sync_link(link_id);
     }
@@ -752,24 +580,12 @@ impl Registry {
 
     /// The open hub links, for shutdown to close.
     pub fn link_handles(&self) -> Vec<Arc<PeerHandle>> {
-        self.lock()
-            .mesh
-            .links
-            .values()
-            .map(|l| l.handle.clone())
-            .collect()
+        self.lock().mesh.links.values().map(|l| l.handle.clone()).collect()
     }
 
     /// Registers an outbound link (a `BOOTSTRAP_HUBS` connection that just opened).
     pub fn link_up(&self, handle: Arc<PeerHandle>, uri: &str) {
-        self.lock().add_link(
-            handle,
-            Direction::Outbound {
-                uri: uri.to_string(),
-            },
-            false,
-            None,
-        );
+        self.lock().add_link(handle, Direction::Outbound { uri: uri.to_string() }, false, None);
     }
 
     /// Forgets the link with id `link_id` (its connection ended).
@@ -798,22 +614,14 @@ impl Registry {
                 let Some(origin) = relay.origin.as_deref().and_then(PeerId::parse) else {
                     return false;
                 };
-                let fresh =
-                    parse_relay_id(&relay.id).is_some_and(|id| state.mesh.seen.first_time(id));
+                let fresh = parse_relay_id(&relay.id).is_some_and(|id| state.mesh.seen.first_time(id));
                 if !fresh || Some(origin) == state.mesh.hub_id() {
                     return false;
                 }
                 state.mesh.heard.insert(origin, Instant::now());
                 if relay.hops < state.mesh.max_hops() {
-                    let onward = Relay {
-                        hops: relay.hops + 1,
-                        ..relay.clone()
-                    };
-                    state.mesh.flood(
-                        &protocol::hub_heartbeat(&onward),
-                        Some(link_id),
-                        Audience::RelayHubs,
-                    );
+                    let onward = Relay { hops: relay.hops + 1, ..relay.clone() };
+                    state.mesh.flood(&protocol::hub_heartbeat(&onward), Some(link_id), Audience::RelayHubs);
                 }
             }
             "hub-hello" => {
@@ -847,18 +655,11 @@ impl Registry {
         let Some(config) = state.mesh.config.clone() else {
             return;
         };
-        let relay = Relay {
-            id: new_relay_id(),
-            origin: Some(config.hub_id.to_string()),
-            seq: None,
-            hops: 0,
-        };
+        let relay = Relay { id: new_relay_id(), origin: Some(config.hub_id.to_string()), seq: None, hops: 0 };
         if let Some(id) = parse_relay_id(&relay.id) {
             state.mesh.seen.first_time(id);
         }
-        state
-            .mesh
-            .flood(&protocol::hub_heartbeat(&relay), None, Audience::RelayHubs);
+        state.mesh.flood(&protocol::hub_heartbeat(&relay), None, Audience::RelayHubs);
 
         let deadline = config.heartbeat * MISSED_HEARTBEATS;
         let now = Instant::now();
@@ -878,11 +679,7 @@ impl Registry {
                 .map(|(id, _)| *id)
                 .collect();
             if !stale.is_empty() {
-                crate::log_info!(
-                    "{} peers of {} unreachable hubs expired",
-                    stale.len(),
-                    silent.len()
-                );
+                crate::log_info!("{} peers of {} unreachable hubs expired", stale.len(), silent.len());
             }
             for peer in stale {
                 state.drop_remote(peer, "hub unreachable", None);

@@ -51,8 +51,7 @@ pub struct PeerShared {
 impl PeerShared {
     /// Records that the peer's writer has taken `text` off the queue.
     pub fn dequeued(&self, text: &Utf8Bytes) {
-        self.queued_bytes
-            .fetch_sub(text.len() + QUEUE_ENTRY_OVERHEAD, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(text.len() + QUEUE_ENTRY_OVERHEAD, Ordering::Relaxed);
     }
 
     /// Shuts the socket down both ways, which ends the reader and the writer.
@@ -120,10 +119,7 @@ impl PeerHandle {
         if queued > self.shared.max_queued_bytes {
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             if !self.is_closing() {
-                crate::log_warn!(
-                    "peer {} is not reading ({queued} bytes queued); closing it",
-                    self.peer_id.short()
-                );
+                crate::log_warn!("peer {} is not reading ({queued} bytes queued); closing it", self.peer_id.short());
             }
             self.kill();
             return false;
@@ -171,15 +167,11 @@ impl PeerHandle {
 
     /// Records that a frame arrived from the peer.
     pub fn touch(&self) {
-        self.shared
-            .last_activity_ms
-            .store(unix_millis(), Ordering::Relaxed);
+        self.shared.last_activity_ms.store(unix_millis(), Ordering::Relaxed);
     }
 
     /// How long ago the peer last sent anything.
     pub fn idle_for(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(
-            now_ms.saturating_sub(self.shared.last_activity_ms.load(Ordering::Relaxed)),
-        )
+        Duration::from_millis(now_ms.saturating_sub(self.shared.last_activity_ms.load(Ordering::Relaxed)))
     }
 }

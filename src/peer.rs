@@ -90,41 +90,22 @@ struct Departure<'a> {
 impl Drop for Departure<'_> {
     fn drop(&mut self) {
         let peer = self.handle.peer_id;
-        self.state
-            .registry
-            .unregister(peer, self.handle.serial, self.reason);
+        self.state.registry.unregister(peer, self.handle.serial, self.reason);
         crate::log_debug!("peer {} disconnected ({})", peer.short(), self.reason);
     }
 }
 
-fn run_reader(
-    handle: Arc<PeerHandle>,
-    shared: Arc<PeerShared>,
-    leftover: Vec<u8>,
-    state: Arc<ServerState>,
-) {
-    let mut departure = Departure {
-        state: &state,
-        handle: &handle,
-        reason: "disconnected",
-    };
+fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8>, state: Arc<ServerState>) {
+    let mut departure = Departure { state: &state, handle: &handle, reason: "disconnected" };
     let limit = state.config.max_message_size;
-    departure.reason =
-        read_frames(
-            &handle,
-            &shared,
-            leftover,
-            Role::Server,
-            limit,
-            |message| match message {
-                Incoming::Text(text) => router::handle_text(&state, &handle, text),
-                Incoming::Binary => {
-                    state.note_rejected();
-                    let text = "Binary frames are not supported: send JSON text messages";
-                    handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
-                }
-            },
-        );
+    departure.reason = read_frames(&handle, &shared, leftover, Role::Server, limit, |message| match message {
+        Incoming::Text(text) => router::handle_text(&state, &handle, text),
+        Incoming::Binary => {
+            state.note_rejected();
+            let text = "Binary frames are not supported: send JSON text messages";
+            handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+        }
+    });
     // Tell the network now, not after the linger below.
     drop(departure);
     linger(&shared);
@@ -145,8 +126,7 @@ pub(crate) fn read_frames(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size));
-    let mut socket =
-        WebSocket::from_partially_read(ReadOnly(&shared.socket), leftover, role, Some(config));
+    let mut socket = WebSocket::from_partially_read(ReadOnly(&shared.socket), leftover, role, Some(config));
     loop {
         let message = socket.read();
         if message.is_ok() {
@@ -203,10 +183,7 @@ pub(crate) fn linger(shared: &PeerShared) {
     let deadline = Instant::now() + CLOSE_GRACE;
     let mut sink = [0u8; 4096];
     while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
-        if stream
-            .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
-            .is_err()
-        {
+        if stream.set_read_timeout(Some(remaining.max(Duration::from_millis(1)))).is_err() {
             break;
         }
         match stream.read(&mut sink) {
@@ -262,10 +239,7 @@ fn write_item(socket: &mut WebSocket<&TcpStream>, shared: &PeerShared, item: Out
         Outbound::Ping => socket.write(Message::Ping(Bytes::new())),
         Outbound::Pong(payload) => socket.write(Message::Pong(payload)),
         Outbound::Close(code, reason) => {
-            let _ = socket.close(Some(CloseFrame {
-                code: code.into(),
-                reason: reason.into(),
-            }));
+            let _ = socket.close(Some(CloseFrame { code: code.into(), reason: reason.into() }));
             return false;
         }
     };

@@ -16,10 +16,7 @@ impl PeerId {
     /// Parses `text` as a peer id; `None` unless it is exactly 40 hex digits.
     pub fn parse(text: &str) -> Option<PeerId> {
         let bytes: [u8; PEER_ID_LEN] = text.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(u8::is_ascii_hexdigit)
-            .then_some(PeerId(bytes))
+        bytes.iter().all(u8::is_ascii_hexdigit).then_some(PeerId(bytes))
     }
 
     /// A fresh random id, as a hub generates for itself at start (contract §5).
@@ -68,10 +65,7 @@ mod tests {
     #[test]
     fn accepts_forty_hex_digits_of_either_case() {
         let id = "0123456789abcdefABCDEF0123456789abcdef01";
-        assert_eq!(
-            PeerId::parse(id).map(|p| p.to_string()),
-            Some(id.to_string())
-        );
+        assert_eq!(PeerId::parse(id).map(|p| p.to_string()), Some(id.to_string()));
     }
 
     #[test]
@@ -79,10 +73,10 @@ mod tests {
         for bad in [
             "",
             "abc",
-            "0123456789abcdef0123456789abcdef0123456", // 39
+            "0123456789abcdef0123456789abcdef0123456",   // 39
             "0123456789abcdef0123456789abcdef012345678", // 41
-            "0123456789abcdef0123456789abcdef0123456g", // non-hex
-            "0123456789abcdef0123456789abcdef012345é", // 40 bytes, not ASCII
+            "0123456789abcdef0123456789abcdef0123456g",  // non-hex
+            "0123456789abcdef0123456789abcdef012345é",   // 40 bytes, not ASCII
         ] {
             assert!(PeerId::parse(bad).is_none(), "accepted {bad:?}");
         }

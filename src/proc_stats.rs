@@ -18,9 +18,7 @@ pub struct ProcessStats {
 
 /// Reads the current figures.
 pub fn current() -> ProcessStats {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|status| parse_status(&status))
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/self/status").map(|status| parse_status(&status)).unwrap_or_default()
 }
 
 fn parse_status(status: &str) -> ProcessStats {
@@ -31,11 +29,7 @@ fn parse_status(status: &str) -> ProcessStats {
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    ProcessStats {
-        rss: field("VmRSS") * 1024,
-        peak_rss: field("VmHWM") * 1024,
-        threads: field("Threads"),
-    }
+    ProcessStats { rss: field("VmRSS") * 1024, peak_rss: field("VmHWM") * 1024, threads: field("Threads") }
 }
 
 #[cfg(test)]
@@ -45,10 +39,7 @@ mod tests {
     #[test]
     fn parses_the_fields_it_needs() {
         let stats = parse_status("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t7\n");
-        assert_eq!(
-            (stats.rss, stats.peak_rss, stats.threads),
-            (1024 * 1024, 2048 * 1024, 7)
-        );
+        assert_eq!((stats.rss, stats.peak_rss, stats.threads), (1024 * 1024, 2048 * 1024, 7));
     }
 
     #[test]

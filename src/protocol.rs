@@ -72,17 +72,9 @@ impl SignalKind {
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
     /// Join `network` and tell its peers; `data` is the peer's own description, passed through.
-    Announce {
-        network: Cow<'a, str>,
-        data: Option<&'a RawValue>,
-    },
+    Announce { network: Cow<'a, str>, data: Option<&'a RawValue> },
     /// A WebRTC signal for one target peer. `target` is `None` when the client named none.
-    Signal {
-        kind: SignalKind,
-        network: Cow<'a, str>,
-        target: Option<Cow<'a, str>>,
-        data: Option<&'a RawValue>,
-    },
+    Signal { kind: SignalKind, network: Cow<'a, str>, target: Option<Cow<'a, str>>, data: Option<&'a RawValue> },
     /// The peer is leaving its network.
     Goodbye,
     /// Application-level keep-alive, answered with `pong`.
@@ -126,16 +118,10 @@ impl fmt::Display for MessageError {
         match self {
             MessageError::InvalidJson(detail) => write!(f, "Invalid JSON: {detail}"),
             MessageError::InvalidShape(detail) => {
-                write!(
-                    f,
-                    "Invalid message: expected a JSON object with a string \"type\" ({detail})"
-                )
+                write!(f, "Invalid message: expected a JSON object with a string \"type\" ({detail})")
             }
             MessageError::NetworkNameTooLong => {
-                write!(
-                    f,
-                    "Invalid message: networkName is longer than {MAX_NETWORK_NAME_LEN} bytes"
-                )
+                write!(f, "Invalid message: networkName is longer than {MAX_NETWORK_NAME_LEN} bytes")
             }
             MessageError::InvalidAnnounceData(why) => write!(f, "Invalid announce: data {why}"),
         }
@@ -181,22 +167,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, MessageErro
         "goodbye" => ClientMessage::Goodbye,
         "ping" => ClientMessage::Ping,
         "cleanup" | "cleanup-all" => ClientMessage::Cleanup,
-        "peer-discovered" | "peer-disconnected" | "hub-heartbeat" | "hub-hello" => {
-            ClientMessage::HubOnly
-        }
+        "peer-discovered" | "peer-disconnected" | "hub-heartbeat" | "hub-hello" => ClientMessage::HubOnly,
         other => match SignalKind::from_type(other) {
             Some(kind) => {
                 let target = envelope.target_peer_id.filter(|t| !t.is_empty());
-                ClientMessage::Signal {
-                    kind,
-                    network,
-                    target,
-                    data,
-                }
+                ClientMessage::Signal { kind, network, target, data }
             }
-            None => ClientMessage::Unsupported {
-                kind: envelope.kind,
-            },
+            None => ClientMessage::Unsupported { kind: envelope.kind },
         },
     })
 }
@@ -322,13 +299,7 @@ pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> Str
 ///
 /// `networkName` is included even though the reference's broadcast omits it: the client drops
 /// messages whose network is not its own, so without it only `global` peers would ever hear.
-pub fn peer_disconnected(
-    peer: PeerId,
-    is_hub: bool,
-    reason: &str,
-    network: &str,
-    recipient: PeerId,
-) -> String {
+pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, recipient: PeerId) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
         #[serde(rename = "peerId")]
@@ -339,12 +310,7 @@ pub fn peer_disconnected(
         timestamp: u64,
     }
     let now = unix_millis();
-    let data = raw(to_json(&Data {
-        peer_id: peer,
-        is_hub,
-        reason,
-        timestamp: now,
-    }));
+    let data = raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp: now }));
     encode(ServerMessage {
         kind: "peer-disconnected",
         data: Some(&data),
@@ -357,13 +323,7 @@ pub fn peer_disconnected(
 
 /// A routed signal, as delivered to its target. `from` is always the sending connection's own id
 /// **[ours]** (contract §3).
-pub fn signal(
-    kind: SignalKind,
-    data: Option<&RawValue>,
-    from: PeerId,
-    target: PeerId,
-    network: &str,
-) -> String {
+pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: PeerId, network: &str) -> String {
     encode(ServerMessage {
         kind: kind.as_str(),
         data,
@@ -411,12 +371,7 @@ pub fn error(code: &str, text: &str) -> String {
         code: &'a str,
         timestamp: u64,
     }
-    to_json(&ErrorMessage {
-        kind: "error",
-        error: text,
-        code,
-        timestamp: unix_millis(),
-    })
+    to_json(&ErrorMessage { kind: "error", error: text, code, timestamp: unix_millis() })
 }
 
 /// The reference's text for a `type` it does not route (contract §2).
@@ -479,12 +434,7 @@ mod tests {
                 kind.as_str()
             );
             match parse_client_message(&text).unwrap() {
-                ClientMessage::Signal {
-                    kind: parsed,
-                    network,
-                    target,
-                    data,
-                } => {
+                ClientMessage::Signal { kind: parsed, network, target, data } => {
                     assert_eq!(parsed, kind);
                     assert_eq!(network, "n");
                     assert_eq!(target.as_deref(), Some(B));
@@ -497,22 +447,10 @@ mod tests {
 
     #[test]
     fn control_types_are_recognised() {
-        assert!(matches!(
-            parse_client_message(r#"{"type":"ping"}"#),
-            Ok(ClientMessage::Ping)
-        ));
-        assert!(matches!(
-            parse_client_message(r#"{"type":"goodbye","data":{}}"#),
-            Ok(ClientMessage::Goodbye)
-        ));
-        assert!(matches!(
-            parse_client_message(r#"{"type":"cleanup"}"#),
-            Ok(ClientMessage::Cleanup)
-        ));
-        assert!(matches!(
-            parse_client_message(r#"{"type":"cleanup-all"}"#),
-            Ok(ClientMessage::Cleanup)
-        ));
+        assert!(matches!(parse_client_message(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping)));
+        assert!(matches!(parse_client_message(r#"{"type":"goodbye","data":{}}"#), Ok(ClientMessage::Goodbye)));
+        assert!(matches!(parse_client_message(r#"{"type":"cleanup"}"#), Ok(ClientMessage::Cleanup)));
+        assert!(matches!(parse_client_message(r#"{"type":"cleanup-all"}"#), Ok(ClientMessage::Cleanup)));
         match parse_client_message(r#"{"type":"chat"}"#) {
             Ok(ClientMessage::Unsupported { kind }) => assert_eq!(kind, "chat"),
             other => panic!("{other:?}"),
@@ -529,41 +467,24 @@ mod tests {
             ("{}", "invalid-message"),
             (r#"{"type":5}"#, "invalid-message"),
             (r#"{"type":"offer","targetPeerId":7}"#, "invalid-message"),
-            (
-                r#"{"type":"announce","networkName":["x"]}"#,
-                "invalid-message",
-            ),
+            (r#"{"type":"announce","networkName":["x"]}"#, "invalid-message"),
             (r#"{"type":"announce","data":"text"}"#, "invalid-announce"),
         ];
         for (text, code) in cases {
             let err = parse_client_message(text).unwrap_err();
             assert_eq!(err.code(), code, "{text}: {err}");
         }
-        let long = format!(
-            r#"{{"type":"announce","networkName":"{}"}}"#,
-            "n".repeat(MAX_NETWORK_NAME_LEN + 1)
-        );
-        assert_eq!(
-            parse_client_message(&long).unwrap_err(),
-            MessageError::NetworkNameTooLong
-        );
+        let long = format!(r#"{{"type":"announce","networkName":"{}"}}"#, "n".repeat(MAX_NETWORK_NAME_LEN + 1));
+        assert_eq!(parse_client_message(&long).unwrap_err(), MessageError::NetworkNameTooLong);
     }
 
     #[test]
     fn discovery_data_passes_fields_through_but_never_lets_them_override_identity() {
-        let announced = RawValue::from_string(
-            r#"{"peerId":"spoof","isHub":true,"name":"n","nested":{"a":[1]}}"#.into(),
-        )
-        .unwrap();
+        let announced =
+            RawValue::from_string(r#"{"peerId":"spoof","isHub":true,"name":"n","nested":{"a":[1]}}"#.into()).unwrap();
         let data = discovery_data(id(A), false, Some(&announced));
-        assert_eq!(
-            value(data.get()),
-            json!({"peerId": A, "isHub": false, "name": "n", "nested": {"a": [1]}})
-        );
-        assert_eq!(
-            value(discovery_data(id(A), true, None).get()),
-            json!({"peerId": A, "isHub": true})
-        );
+        assert_eq!(value(data.get()), json!({"peerId": A, "isHub": false, "name": "n", "nested": {"a": [1]}}));
+        assert_eq!(value(discovery_data(id(A), true, None).get()), json!({"peerId": A, "isHub": true}));
     }
 
     #[test]
@@ -578,12 +499,7 @@ mod tests {
 
     #[test]
     fn link_messages_round_trip_their_relay_fields() {
-        let relay = Relay {
-            id: "00ff".into(),
-            origin: Some(A.into()),
-            seq: Some(7),
-            hops: 2,
-        };
+        let relay = Relay { id: "00ff".into(), origin: Some(A.into()), seq: Some(7), hops: 2 };
         let data = discovery_data(id(B), false, None);
         let text = link_peer_discovered(&data, "net", &relay);
         let parsed = parse_link_message(&text).unwrap();
@@ -594,17 +510,13 @@ mod tests {
 
         let text = link_signal(SignalKind::Answer, None, id(A), id(B), "net", &relay);
         let parsed = parse_link_message(&text).unwrap();
-        assert_eq!(
-            SignalKind::from_type(&parsed.kind),
-            Some(SignalKind::Answer)
-        );
+        assert_eq!(SignalKind::from_type(&parsed.kind), Some(SignalKind::Answer));
         assert_eq!(parsed.from_peer_id.as_deref(), Some(A));
 
         // What the JavaScript hub sends: no relay field.
         let js = r#"{"type":"peer-discovered","data":{"peerId":"x","isHub":false},"networkName":"n","fromPeerId":"system","timestamp":1}"#;
         assert_eq!(parse_link_message(js).unwrap().relay, None);
-        let announce: serde_json::Value =
-            serde_json::from_str(&hub_announce("mesh", "h", 1)).unwrap();
+        let announce: serde_json::Value = serde_json::from_str(&hub_announce("mesh", "h", 1)).unwrap();
         assert_eq!(announce["data"]["isHub"], true);
         assert_eq!(announce["networkName"], "mesh");
         let hello_text = hub_hello(id(A));
@@ -618,11 +530,7 @@ mod tests {
     fn server_messages_have_the_contract_fields() {
         let v = value(&connected(id(A)));
         assert_eq!(
-            (
-                v["type"].as_str(),
-                v["data"]["peerId"].as_str(),
-                v["fromPeerId"].as_str()
-            ),
+            (v["type"].as_str(), v["data"]["peerId"].as_str(), v["fromPeerId"].as_str()),
             (Some("connected"), Some(A), Some("system"))
         );
         assert!(v["timestamp"].is_u64());
@@ -630,50 +538,27 @@ mod tests {
         let data = discovery_data(id(A), false, None);
         let v = value(&peer_discovered(&data, "net", id(B)));
         assert_eq!(v["type"], "peer-discovered");
-        assert_eq!(
-            (v["networkName"].as_str(), v["targetPeerId"].as_str()),
-            (Some("net"), Some(B))
-        );
+        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
 
         let v = value(&peer_disconnected(id(A), false, "goodbye", "net", id(B)));
         assert_eq!(v["data"]["peerId"], A);
         assert_eq!(v["data"]["reason"], "goodbye");
-        assert_eq!(
-            (v["networkName"].as_str(), v["targetPeerId"].as_str()),
-            (Some("net"), Some(B))
-        );
+        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
 
         let sdp = RawValue::from_string(r#"{"sdp":"x"}"#.into()).unwrap();
-        let v = value(&signal(
-            SignalKind::Offer,
-            Some(&sdp),
-            id(A),
-            id(B),
-            "global",
-        ));
+        let v = value(&signal(SignalKind::Offer, Some(&sdp), id(A), id(B), "global"));
         assert_eq!(
             v,
             json!({"type":"offer","data":{"sdp":"x"},"networkName":"global","fromPeerId":A,"targetPeerId":B,"timestamp":v["timestamp"]})
         );
 
         let v = value(&pong(id(A)));
-        assert_eq!(
-            (v["type"].as_str(), v["targetPeerId"].as_str()),
-            (Some("pong"), Some(A))
-        );
+        assert_eq!((v["type"].as_str(), v["targetPeerId"].as_str()), (Some("pong"), Some(A)));
         assert!(v["data"]["timestamp"].is_u64());
 
-        let v = value(&error(
-            error_code::UNSUPPORTED_TYPE,
-            &unsupported_type_text("chat"),
-        ));
+        let v = value(&error(error_code::UNSUPPORTED_TYPE, &unsupported_type_text("chat")));
         assert_eq!(v["type"], "error");
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("Signaling server does not route 'chat' messages.")
-        );
+        assert!(v["error"].as_str().unwrap().starts_with("Signaling server does not route 'chat' messages."));
     }
 }
 
@@ -721,10 +606,7 @@ pub struct LinkMessage<'a> {
 impl LinkMessage<'_> {
     /// The message's network, `global` when it names none.
     pub fn network(&self) -> &str {
-        self.network_name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(DEFAULT_NETWORK)
+        self.network_name.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NETWORK)
     }
 }
 
@@ -750,8 +632,7 @@ pub struct PeerFields {
 impl PeerFields {
     /// Reads the fields from `data` (missing or malformed data gives empty fields).
     pub fn of(data: Option<&RawValue>) -> PeerFields {
-        data.and_then(|d| serde_json::from_str(d.get()).ok())
-            .unwrap_or_default()
+        data.and_then(|d| serde_json::from_str(d.get()).ok()).unwrap_or_default()
     }
 
     pub fn is_hub(&self) -> bool {
@@ -759,10 +640,7 @@ impl PeerFields {
     }
 
     pub fn has_capability(&self, name: &str) -> bool {
-        self.capabilities
-            .iter()
-            .flatten()
-            .any(|c| c.as_str() == Some(name))
+        self.capabilities.iter().flatten().any(|c| c.as_str() == Some(name))
     }
 }
 
@@ -811,19 +689,13 @@ pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
         network_name: &'a str,
         data: &'a RawValue,
     }
-    to_json(&Announce {
-        kind: "announce",
-        network_name: namespace,
-        data: &data,
-    })
+    to_json(&Announce { kind: "announce", network_name: namespace, data: &data })
 }
 
 /// `hub-hello`: a PeerPigeon-rs hub's answer to a hub that announced to it, telling it who it
 /// reached and that relay fields and heartbeats are understood. The JavaScript hub logs and ignores it.
 pub fn hub_hello(hub: PeerId) -> String {
-    let data = raw(format!(
-        "{{\"hubId\":\"{hub}\",\"capabilities\":[\"signaling\",\"relay\",\"{RS_CAPABILITY}\"]}}"
-    ));
+    let data = raw(format!("{{\"hubId\":\"{hub}\",\"capabilities\":[\"signaling\",\"relay\",\"{RS_CAPABILITY}\"]}}"));
     to_json(&LinkOut {
         kind: "hub-hello",
         data: Some(&data),
@@ -862,13 +734,7 @@ pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> St
 }
 
 /// `peer-disconnected` sent to another hub.
-pub fn link_peer_disconnected(
-    peer: PeerId,
-    is_hub: bool,
-    reason: &str,
-    network: &str,
-    relay: &Relay,
-) -> String {
+pub fn link_peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, relay: &Relay) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
         #[serde(rename = "peerId")]
@@ -878,12 +744,7 @@ pub fn link_peer_disconnected(
         reason: &'a str,
         timestamp: u64,
     }
-    let data = raw(to_json(&Data {
-        peer_id: peer,
-        is_hub,
-        reason,
-        timestamp: unix_millis(),
-    }));
+    let data = raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp: unix_millis() }));
     to_json(&LinkOut {
         kind: "peer-disconnected",
         data: Some(&data),

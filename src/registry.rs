@@ -112,17 +112,9 @@ pub struct Registry {
 impl Registry {
     /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
     pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
-        let state = State {
-            peers: HashMap::new(),
-            networks: HashMap::new(),
-            mesh: MeshState::new(mesh),
-            shutting_down: false,
-        };
-        Registry {
-            state: Mutex::new(state),
-            emptied: Condvar::new(),
-            max_connections,
-        }
+        let state =
+            State { peers: HashMap::new(), networks: HashMap::new(), mesh: MeshState::new(mesh), shutting_down: false };
+        Registry { state: Mutex::new(state), emptied: Condvar::new(), max_connections }
     }
 
     /// The lock itself, for `mesh.rs`.
@@ -148,13 +140,7 @@ impl Registry {
         if state.peers.len() >= self.max_connections {
             return Err(RegisterError::Full);
         }
-        state.peers.insert(
-            handle.peer_id,
-            PeerEntry {
-                handle,
-                announced: None,
-            },
-        );
+        state.peers.insert(handle.peer_id, PeerEntry { handle, announced: None });
         drop(state);
         // Make sure the replaced connection is really gone; done outside the lock (it is a syscall).
         if let Some(stale) = stale {
@@ -167,11 +153,7 @@ impl Registry {
     /// Does nothing if that connection was already replaced or removed.
     pub fn unregister(&self, peer: PeerId, serial: u64, reason: &str) {
         let mut state = self.state.lock();
-        if state
-            .peers
-            .get(&peer)
-            .is_some_and(|entry| entry.handle.serial == serial)
-        {
+        if state.peers.get(&peer).is_some_and(|entry| entry.handle.serial == serial) {
             state.remove(peer, reason);
             if state.peers.is_empty() {
                 self.emptied.notify_all();
@@ -200,24 +182,14 @@ impl Registry {
         let Some(entry) = state.peers.get(&peer) else {
             return;
         };
-        if entry
-            .announced
-            .as_ref()
-            .is_some_and(|a| &*a.network != network)
-        {
+        if entry.announced.as_ref().is_some_and(|a| &*a.network != network) {
             state.leave_network(peer, "network-change");
         }
         let network = state.join_network(peer, network);
         let seq = state.mesh.next_stamp();
         if let Some(entry) = state.peers.get_mut(&peer) {
             let announced_at = unix_millis();
-            entry.announced = Some(Announcement {
-                network: network.clone(),
-                is_hub,
-                discovery,
-                announced_at,
-                seq,
-            });
+            entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, announced_at, seq });
         }
 
         {
@@ -232,15 +204,9 @@ impl Registry {
                 let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
                     continue;
                 };
-                entry
-                    .handle
-                    .send_text(protocol::peer_discovered(&ours.discovery, &network, other));
+                entry.handle.send_text(protocol::peer_discovered(&ours.discovery, &network, other));
                 if let Some(theirs) = &entry.announced {
-                    newcomer.handle.send_text(protocol::peer_discovered(
-                        &theirs.discovery,
-                        &network,
-                        peer,
-                    ));
+                    newcomer.handle.send_text(protocol::peer_discovered(&theirs.discovery, &network, peer));
                 }
             }
         }
@@ -275,27 +241,17 @@ impl Registry {
         data: Option<&RawValue>,
     ) -> Result<(), RouteError> {
         let mut state = self.state.lock();
-        let sender_network = state
-            .peers
-            .get(&sender)
-            .and_then(|e| e.announced.as_ref())
-            .map(|a| &a.network);
+        let sender_network = state.peers.get(&sender).and_then(|e| e.announced.as_ref()).map(|a| &a.network);
         if sender_network.is_none_or(|n| &**n != network) {
             return Err(RouteError::NotInNetwork);
         }
         // A target in another network is reported exactly like a missing one, so that signalling
         // cannot be used to probe who is connected elsewhere.
         if let Some(entry) = state.peers.get(&target) {
-            if entry
-                .announced
-                .as_ref()
-                .is_none_or(|a| &*a.network != network)
-            {
+            if entry.announced.as_ref().is_none_or(|a| &*a.network != network) {
                 return Err(RouteError::UnknownTarget);
             }
-            entry
-                .handle
-                .send_text(protocol::signal(kind, data, sender, target, network));
+            entry.handle.send_text(protocol::signal(kind, data, sender, target, network));
             return Ok(());
         }
         if state.relay_local_signal(kind, sender, target, network, data) {
@@ -307,12 +263,7 @@ impl Registry {
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
     pub fn handles(&self) -> Vec<Arc<PeerHandle>> {
-        self.state
-            .lock()
-            .peers
-            .values()
-            .map(|e| e.handle.clone())
-            .collect()
+        self.state.lock().peers.values().map(|e| e.handle.clone()).collect()
     }
 
     /// Refuses new connections and stops leave notices (everyone is leaving), then returns every
@@ -329,11 +280,7 @@ impl Registry {
         Counts {
             connections: state.peers.len(),
             peers: state.peers.len(),
-            hubs: state
-                .peers
-                .values()
-                .filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub))
-                .count(),
+            hubs: state.peers.values().filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub)).count(),
             networks: state.networks.len(),
         }
     }
@@ -389,13 +336,7 @@ impl State {
         }
         for other in self.networks.get(&network).into_iter().flatten() {
             if let Some(entry) = self.peers.get(other) {
-                entry.handle.send_text(protocol::peer_disconnected(
-                    peer,
-                    announced.is_hub,
-                    reason,
-                    &network,
-                    *other,
-                ));
+                entry.handle.send_text(protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other));
             }
         }
         self.mesh_local_left(peer, &network, announced.is_hub, announced.seq, reason);
@@ -432,11 +373,7 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
         let (handle, rx, _) = new_peer(id, serial, server.try_clone().unwrap(), 1 << 20);
-        TestPeer {
-            handle,
-            rx,
-            _sockets: (client, server),
-        }
+        TestPeer { handle, rx, _sockets: (client, server) }
     }
 
     fn texts(rx: &Receiver<Outbound>) -> Vec<serde_json::Value> {
@@ -450,12 +387,7 @@ mod tests {
 
     fn announce(registry: &Registry, p: &TestPeer, network: &str) {
         let id = p.handle.peer_id;
-        registry.announce(
-            id,
-            network,
-            false,
-            protocol::discovery_data(id, false, None),
-        );
+        registry.announce(id, network, false, protocol::discovery_data(id, false, None));
     }
 
     #[test]
@@ -463,15 +395,9 @@ mod tests {
         let registry = Registry::new(2, None);
         let (a, a2, b, c) = (peer(1, 1), peer(1, 2), peer(2, 3), peer(3, 4));
         registry.register(a.handle.clone()).unwrap();
-        assert_eq!(
-            registry.register(a2.handle.clone()),
-            Err(RegisterError::Duplicate)
-        );
+        assert_eq!(registry.register(a2.handle.clone()), Err(RegisterError::Duplicate));
         registry.register(b.handle.clone()).unwrap();
-        assert_eq!(
-            registry.register(c.handle.clone()),
-            Err(RegisterError::Full)
-        );
+        assert_eq!(registry.register(c.handle.clone()), Err(RegisterError::Full));
         // A closing connection is replaced by a new one with the same id.
         a.handle.kill();
         registry.register(a2.handle.clone()).unwrap();
@@ -497,15 +423,7 @@ mod tests {
         assert_eq!(to_b.len(), 1);
         assert_eq!(to_b[0]["data"]["peerId"], a.handle.peer_id.as_str());
         assert!(texts(&c.rx).is_empty());
-        assert_eq!(
-            registry.counts(),
-            Counts {
-                connections: 3,
-                peers: 3,
-                hubs: 0,
-                networks: 2
-            }
-        );
+        assert_eq!(registry.counts(), Counts { connections: 3, peers: 3, hubs: 0, networks: 2 });
     }
 
     #[test]
@@ -534,26 +452,15 @@ mod tests {
         }
         let (ida, idb, idc) = (a.handle.peer_id, b.handle.peer_id, c.handle.peer_id);
         let offer = SignalKind::Offer;
-        assert_eq!(
-            registry.deliver_signal(ida, "n", idb, offer, None),
-            Err(RouteError::NotInNetwork)
-        );
+        assert_eq!(registry.deliver_signal(ida, "n", idb, offer, None), Err(RouteError::NotInNetwork));
         announce(&registry, &a, "n");
         announce(&registry, &b, "n");
         announce(&registry, &c, "m");
-        assert_eq!(
-            registry.deliver_signal(ida, "m", idc, offer, None),
-            Err(RouteError::NotInNetwork)
-        );
-        assert_eq!(
-            registry.deliver_signal(ida, "n", idc, offer, None),
-            Err(RouteError::UnknownTarget)
-        );
+        assert_eq!(registry.deliver_signal(ida, "m", idc, offer, None), Err(RouteError::NotInNetwork));
+        assert_eq!(registry.deliver_signal(ida, "n", idc, offer, None), Err(RouteError::UnknownTarget));
         texts(&b.rx);
         let data = RawValue::from_string("{\"x\":1}".to_string()).unwrap();
-        registry
-            .deliver_signal(ida, "n", idb, offer, Some(&data))
-            .unwrap();
+        registry.deliver_signal(ida, "n", idb, offer, Some(&data)).unwrap();
         let got = texts(&b.rx);
         assert_eq!(got.len(), 1);
         assert_eq!(

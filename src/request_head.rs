@@ -41,10 +41,7 @@ pub struct RequestHead {
 
 /// Reads one request head from `stream`, waiting at most `timeout` in all.
 /// Returns the head's bytes and whatever arrived after it (the start of a WebSocket stream, if any).
-pub fn read_head(
-    stream: &mut TcpStream,
-    timeout: Duration,
-) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
+pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
     let deadline = Instant::now() + timeout;
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -53,18 +50,11 @@ pub fn read_head(
         if remaining.is_zero() {
             return Err(HeadError::TimedOut);
         }
-        stream
-            .set_read_timeout(Some(remaining))
-            .map_err(HeadError::Io)?;
+        stream.set_read_timeout(Some(remaining)).map_err(HeadError::Io)?;
         let read = match stream.read(&mut chunk) {
             Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(read) => read,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(HeadError::TimedOut);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -85,10 +75,7 @@ pub fn read_head(
 
 /// Position just past the blank line that ends a head.
 fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
+    bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
 }
 
 impl RequestHead {
@@ -97,25 +84,20 @@ impl RequestHead {
         if bytes.len() > MAX_HEAD_LEN {
             return Err(HeadError::TooLarge);
         }
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| HeadError::Malformed("head is not UTF-8"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| HeadError::Malformed("head is not UTF-8"))?;
         let mut lines = text.split("\r\n");
         let request_line = lines.next().unwrap_or_default();
         let mut parts = request_line.split(' ');
         let (Some(method), Some(target), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(HeadError::Malformed(
-                "request line is not 'METHOD TARGET HTTP/1.x'",
-            ));
+            return Err(HeadError::Malformed("request line is not 'METHOD TARGET HTTP/1.x'"));
         };
         let minor_version = match version {
             "HTTP/1.1" => 1,
             "HTTP/1.0" => 0,
             _ => {
-                return Err(HeadError::Malformed(
-                    "only HTTP/1.0 and HTTP/1.1 are spoken here",
-                ));
+                return Err(HeadError::Malformed("only HTTP/1.0 and HTTP/1.1 are spoken here"));
             }
         };
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -129,11 +111,7 @@ impl RequestHead {
             let Some((name, value)) = line.split_once(':') else {
                 return Err(HeadError::Malformed("header line without ':'"));
             };
-            if name.is_empty()
-                || name
-                    .bytes()
-                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            {
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
                 return Err(HeadError::Malformed("bad header name"));
             }
             if headers.len() == MAX_HEADERS {
@@ -141,27 +119,17 @@ impl RequestHead {
             }
             headers.push((name.to_string(), value.trim().to_string()));
         }
-        Ok(RequestHead {
-            method: method.to_string(),
-            target: target.to_string(),
-            minor_version,
-            headers,
-        })
+        Ok(RequestHead { method: method.to_string(), target: target.to_string(), minor_version, headers })
     }
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The path part of the target, without the query.
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        self.target.split_once('?').map_or(self.target.as_str(), |(path, _)| path)
     }
 
     /// The first value of query parameter `name`, percent-decoded as `URLSearchParams` does.
@@ -176,10 +144,7 @@ impl RequestHead {
     /// Whether the client asks to switch to WebSocket (`Upgrade: websocket`). The handshake's other
     /// headers are checked later, so that a broken upgrade gets a clear 400 rather than a page.
     pub fn wants_websocket(&self) -> bool {
-        self.header("Upgrade").is_some_and(|v| {
-            v.split(',')
-                .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
-        })
+        self.header("Upgrade").is_some_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("websocket")))
     }
 }
 
@@ -191,15 +156,13 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high << 4 | low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             byte => out.push(byte),
         }
         i += 1;
@@ -224,10 +187,7 @@ mod tests {
         let h = head(
             "GET /ws?peerId=abc&token=a%2Bb+c HTTP/1.1\r\nHost: x\r\nupgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k==\r\n\r\n",
         );
-        assert_eq!(
-            (h.method.as_str(), h.path(), h.minor_version),
-            ("GET", "/ws", 1)
-        );
+        assert_eq!((h.method.as_str(), h.path(), h.minor_version), ("GET", "/ws", 1));
         assert!(h.wants_websocket());
         assert_eq!(h.header("sec-websocket-key"), Some("k=="));
         assert_eq!(h.query_param("peerId").as_deref(), Some("abc"));
@@ -259,20 +219,11 @@ mod tests {
             "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
             "GET / HTTP/1.1 extra\r\n\r\n",
         ] {
-            assert!(
-                RequestHead::parse(bad.as_bytes()).is_err(),
-                "accepted {bad:?}"
-            );
+            assert!(RequestHead::parse(bad.as_bytes()).is_err(), "accepted {bad:?}");
         }
         assert!(RequestHead::parse(&[0xff, 0xfe, b'\r', b'\n']).is_err());
-        let many = format!(
-            "GET / HTTP/1.1\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS + 1)
-        );
-        assert!(matches!(
-            RequestHead::parse(many.as_bytes()),
-            Err(HeadError::TooLarge)
-        ));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
+        assert!(matches!(RequestHead::parse(many.as_bytes()), Err(HeadError::TooLarge)));
     }
 
     #[test]

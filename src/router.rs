@@ -28,9 +28,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         ClientMessage::Announce { network, data } => {
             let is_hub = protocol::announces_hub(data, &network, &state.config.hub_mesh_namespace);
             let discovery = protocol::discovery_data(from.peer_id, is_hub, data);
-            state
-                .registry
-                .announce(from.peer_id, &network, is_hub, discovery);
+            state.registry.announce(from.peer_id, &network, is_hub, discovery);
         }
         // A hub link relays other servers' peers: its signals keep their `fromPeerId`.
         ClientMessage::Signal { .. } | ClientMessage::HubOnly if from.is_link() => {
@@ -38,12 +36,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
                 crate::log_warn!("an inbound hub link leads back to this hub");
             }
         }
-        ClientMessage::Signal {
-            kind,
-            network,
-            target,
-            data,
-        } => {
+        ClientMessage::Signal { kind, network, target, data } => {
             // A signal without a target is ignored, as the reference does.
             if let Some(target) = target {
                 route_signal(state, from, kind, &network, &target, data);
@@ -59,11 +52,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         ClientMessage::HubOnly => {}
         ClientMessage::Unsupported { kind } => {
             let text = protocol::unsupported_type_text(shorten(&kind));
-            reject(
-                state,
-                from,
-                protocol::error(error_code::UNSUPPORTED_TYPE, &text),
-            );
+            reject(state, from, protocol::error(error_code::UNSUPPORTED_TYPE, &text));
         }
     }
 }
@@ -78,20 +67,14 @@ fn route_signal(
 ) {
     let sender = from.peer_id;
     let delivered = match PeerId::parse(target) {
-        Some(target) => state
-            .registry
-            .deliver_signal(sender, network, target, kind, data),
+        Some(target) => state.registry.deliver_signal(sender, network, target, kind, data),
         None => Err(RouteError::UnknownTarget),
     };
     let reply = match delivered {
         Ok(()) => return,
         Err(RouteError::NotInNetwork) => protocol::error(
             error_code::NOT_IN_NETWORK,
-            &format!(
-                "Cannot send '{}': announce in network '{}' first",
-                kind.as_str(),
-                shorten(network)
-            ),
+            &format!("Cannot send '{}': announce in network '{}' first", kind.as_str(), shorten(network)),
         ),
         Err(RouteError::UnknownTarget) => protocol::error(
             error_code::UNKNOWN_TARGET,

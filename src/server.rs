@@ -79,10 +79,7 @@ impl Server {
     /// ```
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
         let listener = bind(&config)?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: unspecified(),
-            source,
-        })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;
         let hub_peer_id = config.is_hub.then(PeerId::random);
         let (config_is_hub, bootstrap) = (config.is_hub, config.bootstrap_hubs.clone());
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
@@ -120,9 +117,7 @@ impl Server {
         };
         let acceptor = {
             let state = state.clone();
-            spawn_named("acceptor", move || {
-                listener::run_accept_loop(listener, state)
-            })?
+            spawn_named("acceptor", move || listener::run_accept_loop(listener, state))?
         };
         crate::log_info!(
             "PeerPigeon-rs {}listening on ws://{local_addr} (max {} connections)",
@@ -130,18 +125,10 @@ impl Server {
             state.config.max_connections
         );
         if let Some(id) = state.hub_peer_id {
-            crate::log_info!(
-                "hub peer id {id}, mesh namespace {:?}",
-                state.config.hub_mesh_namespace
-            );
+            crate::log_info!("hub peer id {id}, mesh namespace {:?}", state.config.hub_mesh_namespace);
         }
         drop(hub_threads); // they end by themselves once told to stop; nothing waits for them
-        Ok(ServerHandle {
-            state,
-            acceptor: Some(acceptor),
-            sweeper: Some(sweeper),
-            stop_threads: Some(stop_threads),
-        })
+        Ok(ServerHandle { state, acceptor: Some(acceptor), sweeper: Some(sweeper), stop_threads: Some(stop_threads) })
     }
 }
 
@@ -176,11 +163,7 @@ impl ServerHandle {
         }
         crate::log_info!("shutting down");
         // The accept thread is blocked in accept(); a connection of our own wakes it to see the flag.
-        let woken = TcpStream::connect_timeout(
-            &wake_address(self.state.local_addr),
-            Duration::from_secs(1),
-        )
-        .is_ok();
+        let woken = TcpStream::connect_timeout(&wake_address(self.state.local_addr), Duration::from_secs(1)).is_ok();
         if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
             let _ = acceptor.join();
         }
@@ -196,11 +179,7 @@ impl ServerHandle {
         for peer in &peers {
             peer.close(1001, "Server shutting down");
         }
-        if !self
-            .state
-            .registry
-            .wait_until_empty(Instant::now() + SHUTDOWN_GRACE)
-        {
+        if !self.state.registry.wait_until_empty(Instant::now() + SHUTDOWN_GRACE) {
             for peer in self.state.registry.handles() {
                 peer.kill();
             }
@@ -217,38 +196,21 @@ impl Drop for ServerHandle {
 
 /// Starts a named long-lived server thread.
 fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
-    thread::Builder::new()
-        .name(name.to_string())
-        .stack_size(256 * 1024)
-        .spawn(body)
-        .map_err(Error::Spawn)
+    thread::Builder::new().name(name.to_string()).stack_size(256 * 1024).spawn(body).map_err(Error::Spawn)
 }
 
 /// Binds `config.host` on the first free port from `config.port` upward (contract §7), trying IPv4
 /// addresses of the host first so that `localhost` means 127.0.0.1, as clients usually expect.
 fn bind(config: &Config) -> Result<TcpListener, Error> {
-    let resolve_error = |source| Error::Resolve {
-        host: config.host.clone(),
-        source,
-    };
-    let mut addresses: Vec<IpAddr> = (config.host.as_str(), 0)
-        .to_socket_addrs()
-        .map_err(resolve_error)?
-        .map(|a| a.ip())
-        .collect();
+    let resolve_error = |source| Error::Resolve { host: config.host.clone(), source };
+    let mut addresses: Vec<IpAddr> =
+        (config.host.as_str(), 0).to_socket_addrs().map_err(resolve_error)?.map(|a| a.ip()).collect();
     addresses.sort_by_key(|ip| ip.is_ipv6());
     addresses.dedup();
     if addresses.is_empty() {
-        return Err(resolve_error(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no addresses",
-        )));
+        return Err(resolve_error(io::Error::new(io::ErrorKind::NotFound, "no addresses")));
     }
-    let retries = if config.port == 0 {
-        0
-    } else {
-        config.port_retries
-    };
+    let retries = if config.port == 0 { 0 } else { config.port_retries };
     let last = config.port.saturating_add(retries);
     for port in config.port..=last {
         match bind_first(&addresses, port) {
@@ -262,11 +224,7 @@ fn bind(config: &Config) -> Result<TcpListener, Error> {
             Err(BindFailure::Other(addr, source)) => return Err(Error::Bind { addr, source }),
         }
     }
-    Err(Error::PortsBusy {
-        host: config.host.clone(),
-        first: config.port,
-        last,
-    })
+    Err(Error::PortsBusy { host: config.host.clone(), first: config.port, last })
 }
 
 enum BindFailure {
@@ -290,12 +248,8 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
 /// An address that reaches a listener bound to `bound` (the loopback for a wildcard bind).
 fn wake_address(bound: SocketAddr) -> SocketAddr {
     match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bound.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bound.port()),
         _ => bound,
     }
 }

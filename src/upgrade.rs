@@ -28,12 +28,7 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Completes (or refuses) the WebSocket handshake on `stream` and, if all is well, starts the peer.
 /// `leftover` holds any bytes the client sent after its request head.
-pub(crate) fn accept(
-    mut stream: TcpStream,
-    head: &RequestHead,
-    leftover: Vec<u8>,
-    state: &Arc<ServerState>,
-) {
+pub(crate) fn accept(mut stream: TcpStream, head: &RequestHead, leftover: Vec<u8>, state: &Arc<ServerState>) {
     let key = match check_handshake(head) {
         Ok(key) => key,
         Err(problem) => {
@@ -46,13 +41,7 @@ pub(crate) fn accept(
     {
         crate::log_debug!("refused an upgrade without a valid token");
         let extra = Some(("WWW-Authenticate", "Bearer"));
-        return http::reply_error_with(
-            stream,
-            401,
-            "Unauthorized: a valid token is required",
-            state,
-            extra,
-        );
+        return http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
     }
     if switch_protocols(&mut stream, head, key).is_err() {
         return;
@@ -68,25 +57,15 @@ pub(crate) fn accept(
     };
     let (handle, outbox, shared) = new_peer(peer_id, serial, socket, state.config.max_queued_bytes);
     if let Err(refusal) = state.registry.register(handle.clone()) {
-        crate::log_debug!(
-            "refused peer {}: {}",
-            peer_id.short(),
-            refusal.close_reason()
-        );
+        crate::log_debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
         return refuse(stream, refusal.close_reason());
     }
     drop(stream);
     handle.send_text(protocol::connected(peer_id));
-    crate::log_debug!(
-        "peer {} connected from {:?}",
-        peer_id.short(),
-        handle.remote_addr
-    );
+    crate::log_debug!("peer {} connected from {:?}", peer_id.short(), handle.remote_addr);
     if let Err(err) = peer::spawn_threads(handle.clone(), outbox, shared, leftover, state.clone()) {
         crate::log_warn!("cannot start threads for peer {}: {err}", peer_id.short());
-        state
-            .registry
-            .unregister(peer_id, serial, "server overloaded");
+        state.registry.unregister(peer_id, serial, "server overloaded");
         handle.kill();
     }
 }
@@ -115,23 +94,14 @@ fn switch_protocols(stream: &mut TcpStream, head: &RequestHead, key: &str) -> st
     if let Ok(header) = Header::from_bytes(&b"Sec-WebSocket-Accept"[..], accept.as_bytes()) {
         reply.add_header(header);
     }
-    reply.raw_print(
-        &mut *stream,
-        HTTPVersion(1, head.minor_version),
-        &[],
-        true,
-        Some("websocket"),
-    )
+    reply.raw_print(&mut *stream, HTTPVersion(1, head.minor_version), &[], true, Some("websocket"))
 }
 
 /// Closes a just-upgraded connection with 1008 and `reason`, before it ever became a peer.
 /// Nothing else writes to this socket yet, so it is written directly.
 fn refuse(stream: TcpStream, reason: &'static str) {
     let mut socket = WebSocket::from_raw_socket(&stream, Role::Server, None);
-    let close = CloseFrame {
-        code: CloseCode::Policy,
-        reason: reason.into(),
-    };
+    let close = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
     if socket.close(Some(close)).is_ok() {
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut stream = stream;

@@ -6,11 +6,7 @@ use common::{Client, WAIT, new_peer_id, open, refused, start, start_with};
 use tungstenite::Message;
 
 /// The HTTP error with which the server refuses an upgrade.
-fn upgrade_error(
-    addr: std::net::SocketAddr,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-) -> String {
+fn upgrade_error(addr: std::net::SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> String {
     match open(addr, path_and_query, headers) {
         Err(error) => error,
         Ok(_) => panic!("the upgrade to {path_and_query} was accepted"),
@@ -22,10 +18,7 @@ fn a_valid_peer_id_is_greeted_with_connected() {
     let server = start();
     // `connect_as` checks the whole greeting: type, data.peerId, fromPeerId "system".
     let mut client = Client::connect(server.local_addr());
-    assert!(
-        client.drain().is_empty(),
-        "nothing but the greeting before any announce"
-    );
+    assert!(client.drain().is_empty(), "nothing but the greeting before any announce");
 }
 
 #[test]
@@ -34,11 +27,8 @@ fn the_upgrade_is_accepted_on_any_path_and_either_case() {
     let addr = server.local_addr();
     for path in ["/", "/ws", "/some/other/path"] {
         let id = new_peer_id().to_uppercase();
-        let mut ws = open(addr, &format!("{path}?peerId={id}"), &[])
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        let Ok(Message::Text(greeting)) = ws.read() else {
-            panic!("{path}: no greeting")
-        };
+        let mut ws = open(addr, &format!("{path}?peerId={id}"), &[]).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let Ok(Message::Text(greeting)) = ws.read() else { panic!("{path}: no greeting") };
         assert!(greeting.as_str().contains(&id), "{path}: {greeting}");
     }
 }
@@ -49,18 +39,9 @@ fn an_invalid_or_missing_peer_id_is_closed_with_1008() {
     let addr = server.local_addr();
     let too_short = &new_peer_id()[..39];
     let not_hex = format!("{}g", &new_peer_id()[..39]);
-    for query in [
-        "/",
-        "/?peerId=",
-        &format!("/?peerId={too_short}"),
-        &format!("/?peerId={not_hex}"),
-        "/?peerId=%00%01",
-    ] {
-        assert_eq!(
-            refused(addr, query),
-            (1008, "Invalid peerId format".to_string()),
-            "{query}"
-        );
+    for query in ["/", "/?peerId=", &format!("/?peerId={too_short}"), &format!("/?peerId={not_hex}"), "/?peerId=%00%01"]
+    {
+        assert_eq!(refused(addr, query), (1008, "Invalid peerId format".to_string()), "{query}");
     }
 }
 
@@ -69,10 +50,7 @@ fn a_second_connection_with_a_live_peer_id_is_refused() {
     let server = start();
     let addr = server.local_addr();
     let mut first = Client::connect(addr);
-    assert_eq!(
-        refused(addr, &format!("/?peerId={}", first.id)),
-        (1008, "Peer already connected".to_string())
-    );
+    assert_eq!(refused(addr, &format!("/?peerId={}", first.id)), (1008, "Peer already connected".to_string()));
     // The first connection is unharmed.
     assert!(first.drain().is_empty());
 }
@@ -88,10 +66,7 @@ fn a_peer_id_is_free_again_once_its_connection_closed() {
     // The server unregisters the id when the close completes; poll /stats until it has.
     let deadline = std::time::Instant::now() + WAIT;
     while common::http_get(addr, "/stats").json()["connections"] != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed peer never left"
-        );
+        assert!(std::time::Instant::now() < deadline, "the closed peer never left");
     }
     Client::connect_as(addr, &id);
 }
@@ -111,10 +86,7 @@ fn max_connections_refuses_the_extra_peer() {
     b.expect_close();
     let deadline = std::time::Instant::now() + WAIT;
     while common::http_get(addr, "/stats").json()["connections"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed peer never left"
-        );
+        assert!(std::time::Instant::now() < deadline, "the closed peer never left");
     }
     Client::connect(addr);
 }
@@ -135,35 +107,18 @@ fn auth_token_is_required_by_header_or_query_when_set() {
     );
     assert_eq!(raw.status, 401);
     assert_eq!(raw.header("Content-Type"), Some("application/json"));
-    assert!(
-        raw.json()["error"].as_str().unwrap().contains("token"),
-        "{}",
-        raw.body
-    );
+    assert!(raw.json()["error"].as_str().unwrap().contains("token"), "{}", raw.body);
     assert!(!raw.body.contains("s3cret"), "the token is never echoed");
-    let wrong = upgrade_error(
-        addr,
-        &format!("/?peerId={id}"),
-        &[("Authorization", "Bearer nope")],
-    );
+    let wrong = upgrade_error(addr, &format!("/?peerId={id}"), &[("Authorization", "Bearer nope")]);
     assert!(wrong.starts_with("HTTP 401"), "{wrong}");
     let wrong_query = upgrade_error(addr, &format!("/?peerId={id}&token=s3cret"), &[]);
     assert!(wrong_query.starts_with("HTTP 401"), "{wrong_query}");
 
-    let mut by_header = open(
-        addr,
-        &format!("/?peerId={id}"),
-        &[("Authorization", "Bearer s3cret token")],
-    )
-    .expect("accepted");
+    let mut by_header =
+        open(addr, &format!("/?peerId={id}"), &[("Authorization", "Bearer s3cret token")]).expect("accepted");
     assert!(matches!(by_header.read(), Ok(Message::Text(t)) if t.as_str().contains("connected")));
     let other = new_peer_id();
-    let mut by_query = open(
-        addr,
-        &format!("/ws?peerId={other}&token=s3cret%20token"),
-        &[],
-    )
-    .expect("accepted");
+    let mut by_query = open(addr, &format!("/ws?peerId={other}&token=s3cret%20token"), &[]).expect("accepted");
     assert!(matches!(by_query.read(), Ok(Message::Text(t)) if t.as_str().contains("connected")));
 }
 
@@ -175,10 +130,5 @@ fn a_broken_upgrade_request_gets_a_400() {
         "GET /?peerId=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     );
     assert_eq!(response.status, 400);
-    assert!(
-        response.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("Sec-WebSocket")
-    );
+    assert!(response.json()["error"].as_str().unwrap().contains("Sec-WebSocket"));
 }

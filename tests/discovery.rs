@@ -23,10 +23,7 @@ fn announce_introduces_peers_of_a_network_to_each_other_both_ways() {
     let mut a = Client::connect(addr);
     let mut b = Client::connect(addr);
     let mut c = Client::connect(addr);
-    assert!(
-        a.announce("room").is_empty(),
-        "first in the room: nobody to discover"
-    );
+    assert!(a.announce("room").is_empty(), "first in the room: nobody to discover");
 
     // B arrives: B is told about A; A is told about B.
     assert_eq!(discovered(&b.announce("room")), vec![a.id.clone()]);
@@ -56,10 +53,7 @@ fn networks_never_see_each_other() {
     assert_eq!(discovered(&red2.announce("red")), vec![red.id.clone()]);
     assert!(blue.drain().is_empty(), "blue heard about a red peer");
     red2.send(json!({"type": "goodbye"}));
-    assert_eq!(
-        red.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected")["data"]["peerId"],
-        red2.id
-    );
+    assert_eq!(red.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected")["data"]["peerId"], red2.id);
     assert!(blue.drain().is_empty(), "blue heard a red peer leave");
 }
 
@@ -85,10 +79,7 @@ fn announced_data_is_passed_through_but_cannot_change_identity() {
     let impostor = common::new_peer_id();
     b.send(json!({"type": "announce", "networkName": "n", "data": {"peerId": impostor, "isHub": "yes", "nick": "bee", "caps": [1, 2]}}));
     let heard = a.wait_for("peer-discovered", |m| m["type"] == "peer-discovered");
-    assert_eq!(
-        heard["data"],
-        json!({"peerId": b.id, "isHub": false, "nick": "bee", "caps": [1, 2]})
-    );
+    assert_eq!(heard["data"], json!({"peerId": b.id, "isHub": false, "nick": "bee", "caps": [1, 2]}));
 }
 
 #[test]
@@ -98,10 +89,7 @@ fn a_hub_announce_is_flagged_as_hub() {
     let mut a = Client::join(addr, "pigeonhub-mesh");
     let mut hub = Client::connect(addr);
     hub.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
-    assert_eq!(
-        a.wait_for("peer-discovered", |m| m["type"] == "peer-discovered")["data"]["isHub"],
-        true
-    );
+    assert_eq!(a.wait_for("peer-discovered", |m| m["type"] == "peer-discovered")["data"]["isHub"], true);
     let hubs = common::http_get(addr, "/hubs").json();
     assert_eq!(hubs["totalHubs"], 2, "{hubs}");
 }
@@ -125,11 +113,7 @@ fn goodbye_tells_the_network_once_and_the_peer_may_announce_again() {
     b.expect_close();
     let mut c = Client::join(addr, "n");
     let after: Vec<Value> = a.drain();
-    assert_eq!(
-        discovered(&after),
-        vec![c.id.clone()],
-        "only C's arrival, no second departure: {after:?}"
-    );
+    assert_eq!(discovered(&after), vec![c.id.clone()], "only C's arrival, no second departure: {after:?}");
     assert!(c.drain().is_empty());
 }
 
@@ -146,10 +130,7 @@ fn disconnecting_tells_only_the_peers_network() {
     let left = a.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
     assert_eq!(left["data"]["peerId"], b.id);
     assert_eq!(left["networkName"], "n");
-    assert!(
-        other.drain().is_empty(),
-        "another network heard about the departure"
-    );
+    assert!(other.drain().is_empty(), "another network heard about the departure");
 }
 
 #[test]
@@ -162,10 +143,7 @@ fn a_dropped_tcp_connection_counts_as_leaving() {
     // No close frame: the socket just goes away.
     let id = b.id.clone();
     drop(b);
-    assert_eq!(
-        a.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected")["data"]["peerId"],
-        id
-    );
+    assert_eq!(a.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected")["data"]["peerId"], id);
 }
 
 #[test]
@@ -204,9 +182,7 @@ fn a_silent_peer_is_closed_after_the_idle_timeout_and_its_network_told() {
     // A live client that keeps talking is never closed; it sees the silent one come and go.
     let mut live = Client::connect(addr);
     live.announce("n");
-    let left = live.wait_for("peer-disconnected(silent)", |m| {
-        m["type"] == "peer-disconnected"
-    });
+    let left = live.wait_for("peer-disconnected(silent)", |m| m["type"] == "peer-disconnected");
     assert_eq!(left["data"]["peerId"], silent_id);
     assert_eq!(common::http_get(addr, "/stats").json()["connections"], 1);
 }

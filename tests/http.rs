@@ -24,14 +24,8 @@ fn health_reports_status_and_counts() {
     assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(health["uptime"].as_f64().unwrap() >= 0.0);
     assert_eq!(health["isHub"], false);
-    assert_eq!(
-        (health["connections"].as_u64(), health["peers"].as_u64()),
-        (Some(2), Some(2))
-    );
-    assert_eq!(
-        (health["hubs"].as_u64(), health["networks"].as_u64()),
-        (Some(0), Some(2))
-    );
+    assert_eq!((health["connections"].as_u64(), health["peers"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((health["hubs"].as_u64(), health["networks"].as_u64()), (Some(0), Some(2)));
     assert!(health["memory"]["rss"].as_u64().unwrap() > 0);
 }
 
@@ -83,15 +77,14 @@ fn hubstats_and_hubs_list_connected_hubs() {
     let server = start();
     let addr = server.local_addr();
     let mut hub = Client::connect(addr);
-    hub.send(serde_json::json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true, "port": 1}}));
+    hub.send(
+        serde_json::json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true, "port": 1}}),
+    );
     hub.drain();
     let response = http_get(addr, "/hubstats");
     assert_json_with_cors(&response, "*");
     let stats = response.json();
-    assert_eq!(
-        (stats["totalHubs"].as_u64(), stats["connectedHubs"].as_u64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((stats["totalHubs"].as_u64(), stats["connectedHubs"].as_u64()), (Some(1), Some(1)));
     assert_eq!(stats["hubs"][0]["peerId"], hub.id);
     assert!(stats["bootstrapHubs"].is_array());
 
@@ -124,23 +117,10 @@ fn options_is_a_cors_preflight_on_any_path() {
     let server = start_with(|c| c.cors_origin = "https://app.example".into());
     for path in ["/", "/health", "/anything"] {
         let response = http_request(server.local_addr(), "OPTIONS", path);
-        assert!(
-            response.status == 200 || response.status == 204,
-            "{path}: {}",
-            response.status
-        );
-        assert_eq!(
-            response.header("Access-Control-Allow-Origin"),
-            Some("https://app.example")
-        );
-        assert_eq!(
-            response.header("Access-Control-Allow-Methods"),
-            Some("GET, POST, OPTIONS")
-        );
-        assert_eq!(
-            response.header("Access-Control-Allow-Headers"),
-            Some("Content-Type, Authorization")
-        );
+        assert!(response.status == 200 || response.status == 204, "{path}: {}", response.status);
+        assert_eq!(response.header("Access-Control-Allow-Origin"), Some("https://app.example"));
+        assert_eq!(response.header("Access-Control-Allow-Methods"), Some("GET, POST, OPTIONS"));
+        assert_eq!(response.header("Access-Control-Allow-Headers"), Some("Content-Type, Authorization"));
     }
 }
 
@@ -165,10 +145,7 @@ fn configured_cors_origin_is_on_every_reply() {
 #[test]
 fn a_query_string_does_not_change_the_endpoint() {
     let server = start();
-    assert_eq!(
-        http_get(server.local_addr(), "/health?verbose=1").json()["status"],
-        "healthy"
-    );
+    assert_eq!(http_get(server.local_addr(), "/health?verbose=1").json()["status"], "healthy");
 }
 
 #[test]
@@ -177,10 +154,7 @@ fn a_garbled_request_gets_a_400_and_a_slow_one_a_408() {
     let addr = server.local_addr();
     assert_eq!(http_raw(addr, "NOT HTTP AT ALL\r\n\r\n").status, 400);
     // A head that never finishes.
-    assert_eq!(
-        http_raw(addr, "GET /health HTTP/1.1\r\nHost: x\r\n").status,
-        408
-    );
+    assert_eq!(http_raw(addr, "GET /health HTTP/1.1\r\nHost: x\r\n").status, 408);
     // And the server still answers.
     assert_eq!(http_get(addr, "/health").status, 200);
 }

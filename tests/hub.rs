@@ -14,10 +14,7 @@ use serde_json::{Value, json};
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
 fn hub(bootstrap: &[&ServerHandle]) -> ServerHandle {
-    let urls: Vec<String> = bootstrap
-        .iter()
-        .map(|h| format!("ws://{}", h.local_addr()))
-        .collect();
+    let urls: Vec<String> = bootstrap.iter().map(|h| format!("ws://{}", h.local_addr())).collect();
     start_with(|c| {
         c.is_hub = true;
         c.bootstrap_hubs = urls;
@@ -33,11 +30,7 @@ fn wait_links(addr: SocketAddr, links: u64) {
         if stats["hubLinks"] == links {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: expected {links} hub links, have {}",
-            stats["hubLinks"]
-        );
+        assert!(Instant::now() < deadline, "{addr}: expected {links} hub links, have {}", stats["hubLinks"]);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -50,11 +43,7 @@ fn wait_remote_peers(addr: SocketAddr, count: u64) {
         if stats["remotePeers"] == count {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: expected {count} remote peers, have {}",
-            stats["remotePeers"]
-        );
+        assert!(Instant::now() < deadline, "{addr}: expected {count} remote peers, have {}", stats["remotePeers"]);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -104,21 +93,12 @@ fn two_hubs_introduce_their_peers_and_relay_signals() {
     let mut on_b = Client::connect(b.local_addr());
     assert_eq!(discovered_ids(&on_b.announce("n")), vec![on_a.id.clone()]);
     let heard = wait_discovered(&mut on_a, &on_b.id);
-    assert_eq!(
-        (
-            heard["networkName"].as_str(),
-            heard["targetPeerId"].as_str()
-        ),
-        (Some("n"), Some(on_a.id.as_str()))
-    );
+    assert_eq!((heard["networkName"].as_str(), heard["targetPeerId"].as_str()), (Some("n"), Some(on_a.id.as_str())));
     assert_eq!(heard["data"]["isHub"], false);
 
     offer_and_answer(&mut on_a, &mut on_b, "n");
     offer_and_answer(&mut on_b, &mut on_a, "n");
-    assert!(
-        discovered_ids(&other_network.drain()).is_empty(),
-        "networks leaked across hubs"
-    );
+    assert!(discovered_ids(&other_network.drain()).is_empty(), "networks leaked across hubs");
     let stats = http_get(b.local_addr(), "/hubstats").json();
     assert_eq!(stats["bootstrapHubs"][0]["connected"], true, "{stats}");
     assert_eq!(stats["bootstrapHubs"][0]["state"], "connected");
@@ -137,10 +117,7 @@ fn a_chain_of_three_hubs_carries_discovery_and_signals_end_to_end() {
     let mut on_a = Client::join(a.local_addr(), "chain");
     wait_remote_peers(c.local_addr(), 1);
     let mut on_c = Client::connect(c.local_addr());
-    assert_eq!(
-        discovered_ids(&on_c.announce("chain")),
-        vec![on_a.id.clone()]
-    );
+    assert_eq!(discovered_ids(&on_c.announce("chain")), vec![on_a.id.clone()]);
     wait_discovered(&mut on_a, &on_c.id);
     offer_and_answer(&mut on_c, &mut on_a, "chain");
 
@@ -169,12 +146,8 @@ fn a_ring_of_three_hubs_delivers_everything_exactly_once() {
     }
     let ids: Vec<String> = peers.iter().map(|p| p.id.clone()).collect();
     for (i, peer) in peers.iter_mut().enumerate() {
-        let mut expected: Vec<String> = ids
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, id)| id.clone())
-            .collect();
+        let mut expected: Vec<String> =
+            ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.clone()).collect();
         expected.sort();
         // Some discoveries came at announce time, the rest since: each other peer exactly once.
         heard[i].extend(peer.drain());
@@ -204,10 +177,7 @@ fn a_peer_leaving_one_hub_is_gone_on_the_others() {
     for watcher in [&mut on_b, &mut on_c] {
         let left = watcher.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
         assert_eq!(
-            (
-                left["data"]["peerId"].as_str(),
-                left["networkName"].as_str()
-            ),
+            (left["data"]["peerId"].as_str(), left["networkName"].as_str()),
             (Some(leaving.id.as_str()), Some("n"))
         );
     }
@@ -236,11 +206,7 @@ fn peers_of_a_hub_that_dies_expire_and_the_restarted_hub_is_linked_again() {
     // A's peer is reported gone within a few heartbeats (3 missed + one sweep).
     let left = on_b.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
     assert_eq!(left["data"]["peerId"], on_a.id);
-    assert!(
-        killed.elapsed() < HEARTBEAT * 8,
-        "took {:?}",
-        killed.elapsed()
-    );
+    assert!(killed.elapsed() < HEARTBEAT * 8, "took {:?}", killed.elapsed());
 
     // A comes back on the same port; B's link retries (back-off starts under a second).
     let restarted = Instant::now();
@@ -254,16 +220,8 @@ fn peers_of_a_hub_that_dies_expire_and_the_restarted_hub_is_linked_again() {
     wait_links(b.local_addr(), 1);
     let mut on_a2 = Client::join(a_addr, "n");
     wait_discovered(&mut on_b, &on_a2.id);
-    assert_eq!(
-        discovered_ids(&on_a2.drain()),
-        Vec::<String>::new(),
-        "B's peer was sent at announce time"
-    );
-    assert!(
-        restarted.elapsed() < Duration::from_secs(10),
-        "mesh healed in {:?}",
-        restarted.elapsed()
-    );
+    assert_eq!(discovered_ids(&on_a2.drain()), Vec::<String>::new(), "B's peer was sent at announce time");
+    assert!(restarted.elapsed() < Duration::from_secs(10), "mesh healed in {:?}", restarted.elapsed());
     offer_and_answer(&mut on_b, &mut on_a2, "n");
 }
 
@@ -275,12 +233,7 @@ fn a_signal_for_a_peer_no_hub_knows_gets_an_error() {
     let mut on_b = Client::join(b.local_addr(), "n");
     on_b.send(json!({"type": "offer", "networkName": "n", "targetPeerId": common::new_peer_id(), "data": {}}));
     let replies = on_b.drain();
-    assert!(
-        replies
-            .iter()
-            .any(|m| m["type"] == "error" && m["code"] == "unknown-target"),
-        "{replies:?}"
-    );
+    assert!(replies.iter().any(|m| m["type"] == "error" && m["code"] == "unknown-target"), "{replies:?}");
 }
 
 #[test]

@@ -25,12 +25,7 @@ fn a_busy_port_is_probed_upward() {
 fn no_free_port_within_the_retries_is_an_error() {
     let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = blocker.local_addr().unwrap().port();
-    let config = Config {
-        host: "127.0.0.1".into(),
-        port: busy,
-        port_retries: 0,
-        ..Config::default()
-    };
+    let config = Config { host: "127.0.0.1".into(), port: busy, port_retries: 0, ..Config::default() };
     match Server::start(config) {
         Err(Error::PortsBusy { first, last, .. }) => assert_eq!((first, last), (busy, busy)),
         Err(other) => panic!("unexpected error {other}"),
@@ -52,11 +47,7 @@ fn shutdown_closes_every_peer_with_1001_promptly() {
         assert_eq!(u16::from(frame.code), 1001);
     }
     closer.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "shutdown took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
     // The port is released.
     assert!(TcpStream::connect(addr).is_err() || TcpListener::bind(addr).is_ok());
 }
@@ -98,29 +89,19 @@ fn help_lists_every_variable_with_its_default() {
             .lines()
             .find(|l| l.trim_start().starts_with(name))
             .unwrap_or_else(|| panic!("{name} missing:\n{help}"));
-        assert!(
-            line.contains(&format!("[{default}")),
-            "{name} default: {line}"
-        );
+        assert!(line.contains(&format!("[{default}")), "{name} default: {line}");
     }
 }
 
 #[test]
 fn an_invalid_variable_exits_2_with_one_line_naming_it() {
-    for (name, value) in [
-        ("PORT", "abc"),
-        ("MAX_CONNECTIONS", "-1"),
-        ("IS_HUB", "perhaps"),
-        ("BOOTSTRAP_HUBS", "nope"),
-    ] {
+    for (name, value) in [("PORT", "abc"), ("MAX_CONNECTIONS", "-1"), ("IS_HUB", "perhaps"), ("BOOTSTRAP_HUBS", "nope")]
+    {
         let output = binary().env(name, value).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{name}={value}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains(name) && !stderr.contains("panicked"),
-            "{stderr}"
-        );
+        assert!(stderr.contains(name) && !stderr.contains("panicked"), "{stderr}");
     }
 }
 
@@ -156,9 +137,7 @@ fn run_binary(port: u16) -> (Running, SocketAddr, Receiver<String>) {
     });
     let deadline = Instant::now() + WAIT;
     loop {
-        let line = lines
-            .recv_deadline(deadline)
-            .expect("the binary logs its address");
+        let line = lines.recv_deadline(deadline).expect("the binary logs its address");
         if let Some(rest) = line.split("listening on ws://").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
             return (running, addr, lines);
@@ -190,21 +169,14 @@ fn sigterm_and_ctrl_c_close_peers_with_1001_and_exit_0_within_two_seconds() {
         let mut peer = Client::join(addr, "n");
         let started = Instant::now();
         let killed = Command::new("kill")
-            .args([
-                format!("-{signal}"),
-                child.0.as_ref().map_or(0, Child::id).to_string(),
-            ])
+            .args([format!("-{signal}"), child.0.as_ref().map_or(0, Child::id).to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
         let frame = peer.expect_close().expect("a close frame");
         assert_eq!(u16::from(frame.code), 1001, "SIG{signal}");
         let status = wait_exit(child, Duration::from_secs(3)).expect("the server exits");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "SIG{signal}: exit took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(2), "SIG{signal}: exit took {:?}", started.elapsed());
         assert_eq!(status.code(), Some(0), "SIG{signal}");
     }
 }
@@ -214,8 +186,5 @@ fn the_binary_logs_the_port_it_moved_to() {
     let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = blocker.local_addr().unwrap().port();
     let (_running, addr, _log) = run_binary(busy);
-    assert!(
-        addr.port() > busy && addr.port() <= busy + 10,
-        "busy {busy}, logged {addr}"
-    );
+    assert!(addr.port() > busy && addr.port() <= busy + 10, "busy {busy}, logged {addr}");
 }

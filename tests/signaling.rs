@@ -14,10 +14,7 @@ fn pair(addr: std::net::SocketAddr, network: &str) -> (Client, Client) {
 }
 
 fn error_of(messages: &[Value]) -> &Value {
-    messages
-        .iter()
-        .find(|m| m["type"] == "error")
-        .unwrap_or_else(|| panic!("no error reply in {messages:?}"))
+    messages.iter().find(|m| m["type"] == "error").unwrap_or_else(|| panic!("no error reply in {messages:?}"))
 }
 
 #[test]
@@ -44,10 +41,7 @@ fn every_signal_type_reaches_its_target_intact() {
         assert_eq!(got["networkName"], "n");
         assert!(got["timestamp"].is_u64());
     }
-    assert!(
-        a.drain().is_empty(),
-        "the sender gets no reply for a delivered signal"
-    );
+    assert!(a.drain().is_empty(), "the sender gets no reply for a delivered signal");
 }
 
 #[test]
@@ -61,15 +55,9 @@ fn an_offer_and_answer_cross_in_the_default_network() {
     b.send(json!({"type": "announce", "data": {"peerId": b.id}}));
     b.drain();
     a.send(json!({"type": "offer", "data": {"sdp": "o"}, "targetPeerId": b.id}));
-    assert_eq!(
-        b.wait_for("offer", |m| m["type"] == "offer")["networkName"],
-        "global"
-    );
+    assert_eq!(b.wait_for("offer", |m| m["type"] == "offer")["networkName"], "global");
     b.send(json!({"type": "answer", "data": {"sdp": "a"}, "networkName": "global", "targetPeerId": a.id}));
-    assert_eq!(
-        a.wait_for("answer", |m| m["type"] == "answer")["data"]["sdp"],
-        "a"
-    );
+    assert_eq!(a.wait_for("answer", |m| m["type"] == "answer")["data"]["sdp"], "a");
 }
 
 #[test]
@@ -80,10 +68,7 @@ fn from_peer_id_is_always_the_senders_own() {
     let victim = Client::join(addr, "n");
     b.drain();
     a.send(json!({"type": "offer", "data": {}, "networkName": "n", "targetPeerId": b.id, "fromPeerId": victim.id}));
-    assert_eq!(
-        b.wait_for("offer", |m| m["type"] == "offer")["fromPeerId"],
-        a.id
-    );
+    assert_eq!(b.wait_for("offer", |m| m["type"] == "offer")["fromPeerId"], a.id);
 }
 
 #[test]
@@ -105,10 +90,7 @@ fn a_signal_for_an_unknown_target_gets_a_distinct_error() {
         let replies = a.drain();
         let error = error_of(&replies);
         assert_eq!(error["code"], "unknown-target");
-        assert!(
-            error["error"].as_str().unwrap().contains("not connected"),
-            "{error}"
-        );
+        assert!(error["error"].as_str().unwrap().contains("not connected"), "{error}");
     }
 }
 
@@ -137,10 +119,7 @@ fn a_peer_must_announce_before_signalling() {
     let replies = a.drain();
     let error = error_of(&replies);
     assert_eq!(error["code"], "not-in-network");
-    assert!(
-        error["error"].as_str().unwrap().contains("announce"),
-        "{error}"
-    );
+    assert!(error["error"].as_str().unwrap().contains("announce"), "{error}");
     assert!(b.drain().is_empty());
 }
 
@@ -184,9 +163,7 @@ fn an_unknown_type_gets_the_reference_error() {
 fn peer_discovered_from_a_plain_peer_is_ignored() {
     let server = start();
     let (mut a, mut b) = pair(server.local_addr(), "n");
-    a.send(
-        json!({"type": "peer-discovered", "data": {"peerId": new_peer_id()}, "networkName": "n"}),
-    );
+    a.send(json!({"type": "peer-discovered", "data": {"peerId": new_peer_id()}, "networkName": "n"}));
     assert!(a.drain().is_empty());
     assert!(b.drain().is_empty(), "a plain peer injected a discovery");
 }
@@ -200,10 +177,7 @@ fn malformed_messages_get_an_error_and_the_connection_stays() {
         ("[1,2,3]", "invalid-message"),
         ("{\"data\":{}}", "invalid-message"),
         ("{\"type\":42}", "invalid-message"),
-        (
-            "{\"type\":\"offer\",\"targetPeerId\":{}}",
-            "invalid-message",
-        ),
+        ("{\"type\":\"offer\",\"targetPeerId\":{}}", "invalid-message"),
         ("{\"type\":\"announce\",\"data\":\"x\"}", "invalid-announce"),
     ];
     for (text, code) in cases {
@@ -214,29 +188,17 @@ fn malformed_messages_get_an_error_and_the_connection_stays() {
     a.send_raw(Message::binary(vec![1u8, 2, 3]));
     assert_eq!(error_of(&a.drain())["code"], "binary-not-supported");
     let stats = common::http_get(server.local_addr(), "/stats").json();
-    assert_eq!(
-        stats["rejectedMessages"],
-        cases.len() + 1,
-        "every rejected message is counted"
-    );
+    assert_eq!(stats["rejectedMessages"], cases.len() + 1, "every rejected message is counted");
     // Still a working peer.
-    a.send(
-        json!({"type": "offer", "data": {"ok": true}, "networkName": "n", "targetPeerId": b.id}),
-    );
-    assert_eq!(
-        b.wait_for("offer", |m| m["type"] == "offer")["data"]["ok"],
-        true
-    );
+    a.send(json!({"type": "offer", "data": {"ok": true}, "networkName": "n", "targetPeerId": b.id}));
+    assert_eq!(b.wait_for("offer", |m| m["type"] == "offer")["data"]["ok"], true);
 }
 
 #[test]
 fn an_oversized_message_closes_with_1009_and_others_are_unharmed() {
     let server = common::start_with(|c| c.max_message_size = 64 * 1024);
     let (mut a, mut b) = pair(server.local_addr(), "n");
-    let huge = format!(
-        "{{\"type\":\"offer\",\"data\":\"{}\"}}",
-        "x".repeat(100 * 1024)
-    );
+    let huge = format!("{{\"type\":\"offer\",\"data\":\"{}\"}}", "x".repeat(100 * 1024));
     // The server may close before the whole frame is written; a failed write is fine here.
     let _ = a.ws.send(Message::text(huge));
     let close = a.expect_close().expect("a close frame");

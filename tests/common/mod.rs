@@ -18,11 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// Starts a server on 127.0.0.1 and a free port, with `tweak` applied to the default config.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
     peerpigeon::log::set_level(peerpigeon::log::Level::Warn);
-    let mut config = Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        ..Config::default()
-    };
+    let mut config = Config { host: "127.0.0.1".into(), port: 0, ..Config::default() };
     tweak(&mut config);
     Server::start(config).expect("server starts")
 }
@@ -34,9 +30,7 @@ pub fn start() -> ServerHandle {
 
 /// A fresh random 40-hex peer id.
 pub fn new_peer_id() -> String {
-    (0..40)
-        .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
-        .collect()
+    (0..40).map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)])).collect()
 }
 
 /// A WebSocket client of the server under test.
@@ -52,29 +46,20 @@ pub fn open(
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, String> {
-    let uri: tungstenite::http::Uri = format!("ws://{addr}{path_and_query}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let uri: tungstenite::http::Uri = format!("ws://{addr}{path_and_query}").parse().map_err(|e| format!("{e}"))?;
     let mut request = ClientRequestBuilder::new(uri);
     for (name, value) in headers {
         request = request.with_header(*name, *value);
     }
     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(WAIT))
-        .map_err(|e| e.to_string())?;
-    let (ws, _) =
-        tungstenite::client(request, MaybeTlsStream::Plain(stream)).map_err(|e| match e {
-            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                format!("HTTP {} {body}", response.status().as_u16())
-            }
-            other => other.to_string(),
-        })?;
+    stream.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+    let (ws, _) = tungstenite::client(request, MaybeTlsStream::Plain(stream)).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response)) => {
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            format!("HTTP {} {body}", response.status().as_u16())
+        }
+        other => other.to_string(),
+    })?;
     Ok(ws)
 }
 
@@ -82,10 +67,7 @@ impl Client {
     /// Connects as `id` to `/` and checks the `connected` greeting.
     pub fn connect_as(addr: SocketAddr, id: &str) -> Client {
         let ws = open(addr, &format!("/?peerId={id}"), &[]).expect("upgrade accepted");
-        let mut client = Client {
-            id: id.to_string(),
-            ws,
-        };
+        let mut client = Client { id: id.to_string(), ws };
         let greeting = client.next().expect("a greeting");
         assert_eq!(greeting["type"], "connected", "{greeting}");
         assert_eq!(greeting["data"]["peerId"], id);
@@ -106,9 +88,7 @@ impl Client {
     }
 
     pub fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::text(message.to_string()))
-            .expect("send");
+        self.ws.send(Message::text(message.to_string())).expect("send");
     }
 
     pub fn send_raw(&mut self, message: Message) {
@@ -203,10 +183,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
@@ -230,10 +207,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 }
 
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
-    http_raw(
-        addr,
-        &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
+    http_raw(addr, &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
 }
 
 fn parse_response(raw: &[u8]) -> HttpResponse {
@@ -250,9 +224,5 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    HttpResponse { status, headers, body: body.to_string() }
 }
