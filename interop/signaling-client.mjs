@@ -83,13 +83,16 @@ try {
   if (process.env.SKIP_LEAVE === '1') {
     console.log('leave: not checked (the JavaScript hub cannot be told that a linked hub\'s peer left)');
   } else {
+    // Leave as the real client does on unload: goodbye, then close. (The JavaScript hub tells linked
+    // hubs about a departure only when the socket closes.)
     b.sendGoodbyeMessage();
+    b.disconnect();
     await waitFor(a, 'peer-disconnected(B)', (m) => m.type === 'peer-disconnected' && m.data?.peerId === b.peerId);
     console.log('leave: A was told that B left');
   }
   console.log('INTEROP OK');
   a.disconnect();
-  b.disconnect();
+  if (b.websocket) b.disconnect();
   process.exit(0);
 } catch (error) {
   console.error(`INTEROP FAILED: ${error.message}`);

@@ -340,7 +340,38 @@ impl State {
             );
         }
         self.mesh.remote_by_network.entry(network.clone()).or_default().insert(peer);
-        self.mesh.remote.insert(peer, RemotePeer { network, is_hub: false, discovery, origin, seq, hops });
+        let entry = RemotePeer { network: network.clone(), is_hub: false, discovery, origin, seq, hops };
+        self.mesh.remote.insert(peer, entry);
+        if origin == Origin::Legacy(from_link) {
+            self.reintroduce_network(from_link, &network);
+        }
+    }
+
+    /// A JavaScript hub that accepted our link forwards what we tell it to its peers but never
+    /// remembers it, so its peers that announce later would never hear of ours. When it introduces
+    /// one of its peers, tell it again about every peer of that network we know (its other peers get
+    /// these again, which clients take in their stride: the reference re-sends on re-announce too).
+    fn reintroduce_network(&self, link_id: u64, network: &str) {
+        let Some(link) = self.mesh.links.get(&link_id) else { return };
+        let Some(config) = &self.mesh.config else { return };
+        if link.speaks_relay || link.direction == Direction::Inbound {
+            return;
+        }
+        let me = config.hub_id.to_string();
+        for member in self.networks.get(network).into_iter().flatten() {
+            let announced = self.peers.get(member).and_then(|e| e.announced.as_ref()).filter(|a| !a.is_hub);
+            let Some(announced) = announced else { continue };
+            let relay = Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(announced.seq), hops: 0 };
+            link.handle.send_text(protocol::link_peer_discovered(&announced.discovery, network, &relay));
+        }
+        for remote in self.mesh.remote_by_network.get(network).into_iter().flatten() {
+            let Some(entry) = self.mesh.remote.get(remote).filter(|r| r.origin != Origin::Legacy(link_id)) else {
+                continue;
+            };
+            let relay =
+                Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(entry.seq), hops: entry.hops + 1 };
+            link.handle.send_text(protocol::link_peer_discovered(&entry.discovery, network, &relay));
+        }
     }
 
     /// A remote peer left: forget it, tell local peers, pass it on.
