@@ -124,6 +124,9 @@ impl Server {
             if state.config.is_hub { "hub " } else { "" },
             state.config.max_connections
         );
+        if !state.config.is_hub && !state.config.bootstrap_hubs.is_empty() {
+            crate::log_warn!("BOOTSTRAP_HUBS is set but IS_HUB is not: not linking to any hub");
+        }
         if let Some(id) = state.hub_peer_id {
             crate::log_info!("hub peer id {id}, mesh namespace {:?}", state.config.hub_mesh_namespace);
         }

@@ -258,3 +258,33 @@ fn a_hub_skips_a_bootstrap_url_that_is_itself() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn hub_links_present_the_auth_token() {
+    let secured = |bootstrap: Vec<String>| {
+        start_with(move |c| {
+            c.is_hub = true;
+            c.bootstrap_hubs = bootstrap;
+            c.auth_token = Some("mesh secret".into());
+            c.hub_heartbeat = HEARTBEAT;
+        })
+    };
+    let a = secured(Vec::new());
+    let b = secured(vec![format!("ws://{}", a.local_addr())]);
+    wait_links(a.local_addr(), 1);
+    wait_links(b.local_addr(), 1);
+    // And a hub without the token is refused.
+    let outsider = hub(&[&a]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = http_get(outsider.local_addr(), "/hubstats").json();
+        let error = stats["bootstrapHubs"][0]["lastError"].as_str().unwrap_or_default().to_string();
+        if error.contains("401") {
+            assert_eq!(stats["bootstrapHubs"][0]["connected"], false);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_get(a.local_addr(), "/stats").json()["hubLinks"], 1);
+}
