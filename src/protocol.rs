@@ -251,7 +251,8 @@ pub fn announces_hub(data: Option<&RawValue>, network: &str, hub_mesh_namespace:
     flagged || network == hub_mesh_namespace
 }
 
-/// Every server message has this shape; absent parts are left out of the JSON.
+/// Every server message has this shape; absent parts are left out of the JSON. `relay` is only
+/// ever set on messages to other hubs.
 #[derive(Serialize)]
 struct ServerMessage<'a> {
     #[serde(rename = "type")]
@@ -265,6 +266,8 @@ struct ServerMessage<'a> {
     #[serde(rename = "targetPeerId", skip_serializing_if = "Option::is_none")]
     target_peer_id: Option<&'a str>,
     timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<&'a Relay>,
 }
 
 /// Sender id of messages the server itself originates.
@@ -280,6 +283,7 @@ pub fn connected(peer: PeerId) -> String {
         from_peer_id: SYSTEM,
         target_peer_id: None,
         timestamp: unix_millis(),
+        relay: None,
     })
 }
 
@@ -292,6 +296,7 @@ pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> Str
         from_peer_id: SYSTEM,
         target_peer_id: Some(recipient.as_str()),
         timestamp: unix_millis(),
+        relay: None,
     })
 }
 
@@ -300,6 +305,21 @@ pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> Str
 /// `networkName` is included even though the reference's broadcast omits it: the client drops
 /// messages whose network is not its own, so without it only `global` peers would ever hear.
 pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, recipient: PeerId) -> String {
+    let now = unix_millis();
+    let data = departure_data(peer, is_hub, reason, now);
+    encode(ServerMessage {
+        kind: "peer-disconnected",
+        data: Some(&data),
+        network_name: Some(network),
+        from_peer_id: SYSTEM,
+        target_peer_id: Some(recipient.as_str()),
+        timestamp: now,
+        relay: None,
+    })
+}
+
+/// The `data` of a `peer-disconnected`: `{"peerId","isHub","reason","timestamp"}`.
+fn departure_data(peer: PeerId, is_hub: bool, reason: &str, timestamp: u64) -> Box<RawValue> {
     #[derive(Serialize)]
     struct Data<'a> {
         #[serde(rename = "peerId")]
@@ -309,16 +329,7 @@ pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str
         reason: &'a str,
         timestamp: u64,
     }
-    let now = unix_millis();
-    let data = raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp: now }));
-    encode(ServerMessage {
-        kind: "peer-disconnected",
-        data: Some(&data),
-        network_name: Some(network),
-        from_peer_id: SYSTEM,
-        target_peer_id: Some(recipient.as_str()),
-        timestamp: now,
-    })
+    raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp }))
 }
 
 /// A routed signal, as delivered to its target. `from` is always the sending connection's own id
@@ -331,6 +342,7 @@ pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: P
         from_peer_id: from.as_str(),
         target_peer_id: Some(target.as_str()),
         timestamp: unix_millis(),
+        relay: None,
     })
 }
 
@@ -345,6 +357,7 @@ pub fn pong(recipient: PeerId) -> String {
         from_peer_id: SYSTEM,
         target_peer_id: Some(recipient.as_str()),
         timestamp: now,
+        relay: None,
     })
 }
 
@@ -644,24 +657,6 @@ impl PeerFields {
     }
 }
 
-/// A hub-link message in the shape every hub understands, plus `relay`.
-#[derive(Serialize)]
-struct LinkOut<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-    #[serde(rename = "networkName", skip_serializing_if = "Option::is_none")]
-    network_name: Option<&'a str>,
-    #[serde(rename = "fromPeerId")]
-    from_peer_id: &'a str,
-    #[serde(rename = "targetPeerId", skip_serializing_if = "Option::is_none")]
-    target_peer_id: Option<&'a str>,
-    timestamp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    relay: Option<&'a Relay>,
-}
-
 /// The announce a hub sends first on a link it opens (contract §5).
 pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
     #[derive(Serialize)]
@@ -696,7 +691,7 @@ pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
 /// reached and that relay fields and heartbeats are understood. The JavaScript hub logs and ignores it.
 pub fn hub_hello(hub: PeerId) -> String {
     let data = raw(format!("{{\"hubId\":\"{hub}\",\"capabilities\":[\"signaling\",\"relay\",\"{RS_CAPABILITY}\"]}}"));
-    to_json(&LinkOut {
+    to_json(&ServerMessage {
         kind: "hub-hello",
         data: Some(&data),
         network_name: None,
@@ -709,7 +704,7 @@ pub fn hub_hello(hub: PeerId) -> String {
 
 /// `hub-heartbeat`: flooded by each PeerPigeon-rs hub so the others know it is still reachable.
 pub fn hub_heartbeat(relay: &Relay) -> String {
-    to_json(&LinkOut {
+    to_json(&ServerMessage {
         kind: "hub-heartbeat",
         data: None,
         network_name: None,
@@ -722,7 +717,7 @@ pub fn hub_heartbeat(relay: &Relay) -> String {
 
 /// `peer-discovered` sent to another hub: a peer of `network` described by `data`.
 pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> String {
-    to_json(&LinkOut {
+    to_json(&ServerMessage {
         kind: "peer-discovered",
         data: Some(data),
         network_name: Some(network),
@@ -735,17 +730,8 @@ pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> St
 
 /// `peer-disconnected` sent to another hub.
 pub fn link_peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, relay: &Relay) -> String {
-    #[derive(Serialize)]
-    struct Data<'a> {
-        #[serde(rename = "peerId")]
-        peer_id: PeerId,
-        #[serde(rename = "isHub")]
-        is_hub: bool,
-        reason: &'a str,
-        timestamp: u64,
-    }
-    let data = raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp: unix_millis() }));
-    to_json(&LinkOut {
+    let data = departure_data(peer, is_hub, reason, unix_millis());
+    to_json(&ServerMessage {
         kind: "peer-disconnected",
         data: Some(&data),
         network_name: Some(network),
@@ -765,7 +751,7 @@ pub fn link_signal(
     network: &str,
     relay: &Relay,
 ) -> String {
-    to_json(&LinkOut {
+    to_json(&ServerMessage {
         kind: kind.as_str(),
         data,
         network_name: Some(network),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, WAIT, new_peer_id, open, refused, start, start_with};
+use common::{Client, new_peer_id, open, refused, start, start_with};
 use tungstenite::Message;
 
 /// The HTTP error with which the server refuses an upgrade.
@@ -64,10 +64,7 @@ fn a_peer_id_is_free_again_once_its_connection_closed() {
     first.ws.close(None).expect("close");
     first.expect_close();
     // The server unregisters the id when the close completes; poll /stats until it has.
-    let deadline = std::time::Instant::now() + WAIT;
-    while common::http_get(addr, "/stats").json()["connections"] != 0 {
-        assert!(std::time::Instant::now() < deadline, "the closed peer never left");
-    }
+    common::wait_stat(addr, "connections", serde_json::json!(0));
     Client::connect_as(addr, &id);
 }
 
@@ -84,10 +81,7 @@ fn max_connections_refuses_the_extra_peer() {
     // Room again once a peer leaves.
     b.ws.close(None).expect("close");
     b.expect_close();
-    let deadline = std::time::Instant::now() + WAIT;
-    while common::http_get(addr, "/stats").json()["connections"] != 1 {
-        assert!(std::time::Instant::now() < deadline, "the closed peer never left");
-    }
+    common::wait_stat(addr, "connections", serde_json::json!(1));
     Client::connect(addr);
 }
 

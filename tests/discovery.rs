@@ -2,19 +2,9 @@
 
 mod common;
 
-use common::{Client, start, start_with};
+use common::{Client, discovered_ids, start, start_with};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn discovered(messages: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = messages
-        .iter()
-        .filter(|m| m["type"] == "peer-discovered")
-        .map(|m| m["data"]["peerId"].as_str().unwrap_or_default().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
 
 #[test]
 fn announce_introduces_peers_of_a_network_to_each_other_both_ways() {
@@ -26,7 +16,7 @@ fn announce_introduces_peers_of_a_network_to_each_other_both_ways() {
     assert!(a.announce("room").is_empty(), "first in the room: nobody to discover");
 
     // B arrives: B is told about A; A is told about B.
-    assert_eq!(discovered(&b.announce("room")), vec![a.id.clone()]);
+    assert_eq!(discovered_ids(&b.announce("room")), vec![a.id.clone()]);
     let to_a = a.wait_for("peer-discovered(B)", |m| m["type"] == "peer-discovered");
     assert_eq!(to_a["data"]["peerId"], b.id);
     assert_eq!(to_a["data"]["isHub"], false);
@@ -38,9 +28,9 @@ fn announce_introduces_peers_of_a_network_to_each_other_both_ways() {
     // C arrives: told about both, and both told about C.
     let mut expected = vec![a.id.clone(), b.id.clone()];
     expected.sort();
-    assert_eq!(discovered(&c.announce("room")), expected);
-    assert_eq!(discovered(&a.drain()), vec![c.id.clone()]);
-    assert_eq!(discovered(&b.drain()), vec![c.id.clone()]);
+    assert_eq!(discovered_ids(&c.announce("room")), expected);
+    assert_eq!(discovered_ids(&a.drain()), vec![c.id.clone()]);
+    assert_eq!(discovered_ids(&b.drain()), vec![c.id.clone()]);
 }
 
 #[test]
@@ -50,7 +40,7 @@ fn networks_never_see_each_other() {
     let mut red = Client::join(addr, "red");
     let mut blue = Client::join(addr, "blue");
     let mut red2 = Client::connect(addr);
-    assert_eq!(discovered(&red2.announce("red")), vec![red.id.clone()]);
+    assert_eq!(discovered_ids(&red2.announce("red")), vec![red.id.clone()]);
     assert!(blue.drain().is_empty(), "blue heard about a red peer");
     red2.send(json!({"type": "goodbye"}));
     assert_eq!(red.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected")["data"]["peerId"], red2.id);
@@ -66,7 +56,7 @@ fn announce_without_a_network_joins_global() {
     a.drain();
     let mut b = Client::connect(addr);
     let seen = b.announce("global");
-    assert_eq!(discovered(&seen), vec![a.id.clone()]);
+    assert_eq!(discovered_ids(&seen), vec![a.id.clone()]);
     assert_eq!(seen[0]["networkName"], "global");
 }
 
@@ -113,7 +103,7 @@ fn goodbye_tells_the_network_once_and_the_peer_may_announce_again() {
     b.expect_close();
     let mut c = Client::join(addr, "n");
     let after: Vec<Value> = a.drain();
-    assert_eq!(discovered(&after), vec![c.id.clone()], "only C's arrival, no second departure: {after:?}");
+    assert_eq!(discovered_ids(&after), vec![c.id.clone()], "only C's arrival, no second departure: {after:?}");
     assert!(c.drain().is_empty());
 }
 
@@ -154,10 +144,10 @@ fn reannouncing_into_another_network_moves_the_peer() {
     let mut z = Client::join(addr, "two");
     let mut b = Client::join(addr, "one");
     a.drain();
-    assert_eq!(discovered(&b.announce("two")), vec![z.id.clone()]);
+    assert_eq!(discovered_ids(&b.announce("two")), vec![z.id.clone()]);
     let left = a.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
     assert_eq!(left["data"]["peerId"], b.id);
-    assert_eq!(discovered(&z.drain()), vec![b.id.clone()]);
+    assert_eq!(discovered_ids(&z.drain()), vec![b.id.clone()]);
 }
 
 #[test]

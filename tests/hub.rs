@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT, http_get, start_with};
+use common::{Client, WAIT, discovered_ids, http_get, start_with, wait_stat};
 use peerpigeon::ServerHandle;
 use serde_json::{Value, json};
 
@@ -24,38 +24,12 @@ fn hub(bootstrap: &[&ServerHandle]) -> ServerHandle {
 
 /// Waits until `addr` reports `links` hub links up.
 fn wait_links(addr: SocketAddr, links: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = http_get(addr, "/stats").json();
-        if stats["hubLinks"] == links {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{addr}: expected {links} hub links, have {}", stats["hubLinks"]);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_stat(addr, "hubLinks", json!(links));
 }
 
 /// Waits until `addr` knows `count` peers of other hubs.
 fn wait_remote_peers(addr: SocketAddr, count: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = http_get(addr, "/stats").json();
-        if stats["remotePeers"] == count {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{addr}: expected {count} remote peers, have {}", stats["remotePeers"]);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn discovered_ids(messages: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = messages
-        .iter()
-        .filter(|m| m["type"] == "peer-discovered")
-        .map(|m| m["data"]["peerId"].as_str().unwrap_or_default().to_string())
-        .collect();
-    ids.sort();
-    ids
+    wait_stat(addr, "remotePeers", json!(count));
 }
 
 fn wait_discovered(client: &mut Client, peer: &str) -> Value {

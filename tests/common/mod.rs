@@ -163,6 +163,30 @@ impl Client {
     }
 }
 
+/// The sorted peer ids of the `peer-discovered` messages among `messages`.
+pub fn discovered_ids(messages: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = messages
+        .iter()
+        .filter(|m| m["type"] == "peer-discovered")
+        .map(|m| m["data"]["peerId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits until the server at `addr` reports `value` for `field` of `/stats`.
+pub fn wait_stat(addr: SocketAddr, field: &str, value: Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = http_get(addr, "/stats").json();
+        if stats[field] == value {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr}: expected /stats {field} = {value}, have {}", stats[field]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads the close frame of a connection the server refuses right after the upgrade.
 pub fn refused(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     let mut ws = open(addr, path_and_query, &[]).expect("upgrade accepted");
