@@ -486,11 +486,10 @@ impl State {
         if !known && !legacy_links {
             return false;
         }
-        let id = content_id(kind.as_str(), from, target, data);
-        if !self.mesh.seen.first_time(id) {
-            // The same signal again within the de-duplication window (contract §3): already relayed.
-            return true;
-        }
+        // Every send of a local peer is a new message, even one identical to an earlier send (a
+        // client may repeat itself); only copies made by relaying are duplicates.
+        let id = fastrand::u64(..);
+        self.mesh.seen.first_time(id);
         let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops: 0 };
         self.mesh.flood(&protocol::link_signal(kind, data, from, target, network, &relay), None, Audience::All);
         true
