@@ -497,10 +497,10 @@ impl State {
 
     /// Forgets a link and the peers only it vouched for.
     pub(crate) fn remove_link(&mut self, link_id: u64) {
-        if self.mesh.links.remove(&link_id).is_none() {
-            return;
+        let Some(link) = self.mesh.links.remove(&link_id) else { return };
+        if link.direction == Direction::Inbound {
+            crate::log_info!("inbound hub link {link_id} closed");
         }
-        crate::log_info!("hub link {link_id} down");
         let orphans: Vec<PeerId> =
             self.mesh.remote.iter().filter(|(_, r)| r.origin == Origin::Legacy(link_id)).map(|(id, _)| *id).collect();
         for peer in orphans {
@@ -533,14 +533,11 @@ impl State {
             }
         }
         handle.mark_link();
-        crate::log_info!(
-            "hub link {link_id} up ({})",
-            match &direction {
-                Direction::Outbound { uri } => format!("to {uri}"),
-                Direction::Inbound =>
-                    format!("from hub {}", remote_hub.map_or("?".to_string(), |h| h.short().to_string())),
-            }
-        );
+        // Outbound links are logged by their own thread (`hub_link.rs`), with the URL and the reason.
+        if direction == Direction::Inbound {
+            let hub = remote_hub.map_or("?".to_string(), |h| h.short().to_string());
+            crate::log_info!("hub {hub} linked to us (link {link_id})");
+        }
         let link = Link { handle, direction, speaks_relay, remote_hub, up_since_ms: unix_millis() };
         self.mesh.links.insert(link_id, link);
         self.sync_link(link_id);

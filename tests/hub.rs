@@ -262,3 +262,24 @@ fn hub_links_present_the_auth_token() {
     }
     assert_eq!(http_get(a.local_addr(), "/stats").json()["hubLinks"], 1);
 }
+
+#[test]
+fn a_star_of_hubs_connects_peers_on_different_leaves() {
+    let center = hub(&[]);
+    let leaves: Vec<ServerHandle> = (0..3).map(|_| hub(&[&center])).collect();
+    wait_links(center.local_addr(), 3);
+    let mut first = Client::join(leaves[0].local_addr(), "star");
+    let mut last = Client::join(leaves[2].local_addr(), "star");
+    wait_discovered(&mut first, &last.id);
+    offer_and_answer(&mut first, &mut last, "star");
+    // The third leaf's peer, in the same network, heard about both but no signal.
+    let mut bystander = Client::connect(leaves[1].local_addr());
+    let heard = bystander.announce("star");
+    assert_eq!(discovered_ids(&heard), {
+        let mut ids = vec![first.id.clone(), last.id.clone()];
+        ids.sort();
+        ids
+    });
+    assert!(bystander.drain().iter().all(|m| m["type"] != "offer" && m["type"] != "answer"));
+    assert!(first.drain().iter().all(|m| m["type"] != "answer"), "a duplicate answer");
+}
