@@ -41,6 +41,10 @@ pub struct Config {
     /// Bytes that may wait in one peer's outbound queue (`MAX_QUEUED_BYTES`); a peer that lets more
     /// pile up is not reading and is closed.
     pub max_queued_bytes: usize,
+    /// Messages a peer may send per second, on average (`MAX_MESSAGES_PER_SEC`); hub links are exempt.
+    pub max_messages_per_sec: u32,
+    /// Messages a peer may send at once before the rate applies (`MESSAGE_BURST`).
+    pub message_burst: u32,
     /// In hub mode, how often this hub tells the mesh it is alive (`HUB_HEARTBEAT_SECS`); the peers
     /// of a hub not heard from for three of these are dropped.
     pub hub_heartbeat: Duration,
@@ -72,6 +76,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pending_handshakes: 1024,
+            max_messages_per_sec: 200,
+            message_burst: 400,
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             log_level: Level::Info,
@@ -95,6 +101,8 @@ pub const ENV_HELP: &str = "\
   CLEANUP_INTERVAL_SECS   how often idle peers are pinged and swept                 [30]
   HANDSHAKE_TIMEOUT_SECS  time a new socket has to send its request head            [10]
   MAX_QUEUED_BYTES        outbound bytes one peer may leave unread before closing   [16777216]
+  MAX_MESSAGES_PER_SEC    messages a peer may send per second (then error, 1008)    [200]
+  MESSAGE_BURST           messages a peer may send at once before the rate applies  [400]
   HUB_HEARTBEAT_SECS      hub mode: heartbeat interval; silent for 3 = hub gone      [10]
   HUB_MAX_HOPS            hub mode: most hub links a relayed message crosses        [16]
   MAX_PENDING_HANDSHAKES  most sockets still sending their request head at once     [1024]
@@ -173,6 +181,12 @@ impl Config {
         }
         if let Some(v) = get("MAX_QUEUED_BYTES") {
             config.max_queued_bytes = parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+        }
+        if let Some(v) = get("MAX_MESSAGES_PER_SEC") {
+            config.max_messages_per_sec = parse_number("MAX_MESSAGES_PER_SEC", &v, 1, 1_000_000)? as u32;
+        }
+        if let Some(v) = get("MESSAGE_BURST") {
+            config.message_burst = parse_number("MESSAGE_BURST", &v, 1, 1_000_000)? as u32;
         }
         if let Some(v) = get("HUB_HEARTBEAT_SECS") {
             config.hub_heartbeat = Duration::from_secs(parse_number("HUB_HEARTBEAT_SECS", &v, 1, 3_600)?);
@@ -278,6 +292,8 @@ mod tests {
             ("MAX_PENDING_HANDSHAKES", "99"),
             ("HUB_HEARTBEAT_SECS", "2"),
             ("HUB_MAX_HOPS", "4"),
+            ("MAX_MESSAGES_PER_SEC", "5"),
+            ("MESSAGE_BURST", "7"),
         ])
         .unwrap();
         assert_eq!((config.host.as_str(), config.port, config.max_connections), ("0.0.0.0", 8080, 12000));
@@ -295,6 +311,7 @@ mod tests {
         assert_eq!(config.log_level, Level::Debug);
         assert_eq!(config.max_pending_handshakes, 99);
         assert_eq!((config.hub_heartbeat, config.hub_max_hops), (Duration::from_secs(2), 4));
+        assert_eq!((config.max_messages_per_sec, config.message_burst), (5, 7));
     }
 
     #[test]

@@ -102,10 +102,10 @@ pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::R
     })?);
     for (index, uri) in state.config.bootstrap_hubs.iter().enumerate() {
         let (state, stop, uri) = (state.clone(), stop.clone(), uri.clone());
-        let thread = thread::Builder::new()
-            .name(format!("hub-link-{index}"))
-            .stack_size(LINK_STACK)
-            .spawn(move || run_link(index, &uri, &state, &stop))?;
+        let thread =
+            thread::Builder::new().name(format!("hub-link-{index}")).stack_size(LINK_STACK).spawn(move || {
+                crate::server::contain_panic(&format!("hub-link-{index}"), || run_link(index, &uri, &state, &stop))
+            })?;
         threads.push(thread);
     }
     Ok(threads)
@@ -204,10 +204,12 @@ fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<Serve
     };
     let (handle, outbox, shared) = new_peer(hub_id, serial, stream, state.config.max_queued_bytes);
     let writer_shared = shared.clone();
-    let writer = thread::Builder::new()
-        .name(format!("hub-link-{serial}-tx"))
-        .stack_size(LINK_STACK)
-        .spawn(move || peer::run_writer(outbox, writer_shared, Role::Client));
+    let writer = thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(LINK_STACK).spawn(move || {
+        crate::server::contain_panic("hub link writer", || {
+            peer::run_writer(outbox, writer_shared.clone(), Role::Client)
+        });
+        writer_shared.kill();
+    });
     if writer.is_err() {
         handle.kill();
         return LinkOutcome { reason: "cannot start the writer thread", is_self: false };
@@ -219,6 +221,7 @@ fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<Serve
             if let Incoming::Text(text) = message {
                 is_self |= state.registry.handle_link_message(serial, text);
             }
+            std::ops::ControlFlow::Continue(true)
         });
     state.registry.link_down(serial);
     drop(handle);

@@ -49,6 +49,7 @@ mod peer;
 mod peer_id;
 mod proc_stats;
 mod protocol;
+mod rate_limit;
 mod registry;
 mod request_head;
 mod router;
@@ -59,3 +60,36 @@ pub use config::{Config, ConfigError, ENV_HELP};
 pub use error::Error;
 pub use peer_id::PeerId;
 pub use server::{Server, ServerHandle};
+
+/// Entry points for the fuzz targets in `fuzz/` (not part of the supported API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{auth, peer_id::PeerId, protocol, request_head::RequestHead};
+
+    /// Decodes `text` as a peer's message and as a hub-link message, and builds what the server
+    /// would build from it, as the reader threads do.
+    pub fn client_message(text: &str) {
+        if let Ok(protocol::ClientMessage::Announce { network, data }) = protocol::parse_client_message(text) {
+            let is_hub = protocol::announces_hub(data, &network, "pigeonhub-mesh");
+            let id = PeerId::parse("0123456789abcdef0123456789abcdef01234567");
+            if let Some(id) = id {
+                let discovery = protocol::discovery_data(id, is_hub, data);
+                let _ = protocol::peer_discovered(&discovery, &network, id);
+            }
+        }
+        if let Ok(message) = protocol::parse_link_message(text) {
+            let _ = protocol::PeerFields::of(message.data);
+            let _ = message.network();
+        }
+    }
+
+    /// Parses `bytes` as a request head and classifies it, as the connection threads do.
+    pub fn request_head(bytes: &[u8]) {
+        if let Ok(head) = RequestHead::parse(bytes) {
+            let _ = head.wants_websocket();
+            let _ = head.path();
+            let _ = head.query_param("peerId").map(|id| PeerId::parse(&id));
+            let _ = auth::is_authorized(&head, "fuzz-token");
+        }
+    }
+}

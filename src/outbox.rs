@@ -34,8 +34,20 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// Per-message bookkeeping cost counted against the queue bound on top of the text itself.
+/// Per-item bookkeeping cost counted against the queue bound on top of the payload itself.
 const QUEUE_ENTRY_OVERHEAD: usize = 64;
+
+impl Outbound {
+    /// What the item counts against the queue bound: its payload plus bookkeeping.
+    fn cost(&self) -> usize {
+        QUEUE_ENTRY_OVERHEAD
+            + match self {
+                Outbound::Text(text) => text.len(),
+                Outbound::Pong(payload) => payload.len(),
+                Outbound::Ping | Outbound::Close(..) => 0,
+            }
+    }
+}
 
 /// State of one connection shared by its reader, its writer and its handle.
 pub struct PeerShared {
@@ -50,8 +62,8 @@ pub struct PeerShared {
 
 impl PeerShared {
     /// Records that the peer's writer has taken `text` off the queue.
-    pub fn dequeued(&self, text: &Utf8Bytes) {
-        self.queued_bytes.fetch_sub(text.len() + QUEUE_ENTRY_OVERHEAD, Ordering::Relaxed);
+    pub fn dequeued(&self, item: &Outbound) {
+        self.queued_bytes.fetch_sub(item.cost(), Ordering::Relaxed);
     }
 
     /// Shuts the socket down both ways, which ends the reader and the writer.
@@ -114,7 +126,17 @@ impl PeerHandle {
     /// Queues a text message. Returns `false` if it was not queued: the peer is going away, or it
     /// has stopped reading and has just been cut off (see the module docs).
     pub fn send_text(&self, text: String) -> bool {
-        let cost = text.len() + QUEUE_ENTRY_OVERHEAD;
+        self.enqueue(Outbound::Text(Utf8Bytes::from(text)))
+    }
+
+    /// Queues a control item (ping, pong or close). Counted against the bound like text, so that
+    /// a flood of pings from a peer that never reads cannot grow its queue either.
+    pub fn send_control(&self, item: Outbound) {
+        self.enqueue(item);
+    }
+
+    fn enqueue(&self, item: Outbound) -> bool {
+        let cost = item.cost();
         let queued = self.shared.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
         if queued > self.shared.max_queued_bytes {
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
@@ -124,19 +146,12 @@ impl PeerHandle {
             self.kill();
             return false;
         }
-        if self.tx.send(Outbound::Text(Utf8Bytes::from(text))).is_err() {
+        if self.tx.send(item).is_err() {
             // The writer has stopped; undo the accounting so the numbers stay true.
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         true
-    }
-
-    /// Queues a control item (ping, pong or close). Control items are tiny and at most a few are
-    /// ever queued at once, so they are not counted against the bound.
-    pub fn send_control(&self, item: Outbound) {
-        // A send error means the writer is gone, and so is the connection.
-        let _ = self.tx.send(item);
     }
 
     /// Asks the writer to close the connection with `code` and `reason`.

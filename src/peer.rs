@@ -13,6 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,8 +26,9 @@ use tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::outbox::{Outbound, PeerHandle, PeerShared};
 use crate::protocol::{self, error_code};
+use crate::rate_limit::{TokenBucket, Verdict};
 use crate::router;
-use crate::server::ServerState;
+use crate::server::{ServerState, contain_panic};
 
 /// Reader stack: JSON decoding recurses (serde_json stops at 128 levels), so it gets the most.
 const READER_STACK: usize = 256 * 1024;
@@ -51,14 +53,16 @@ pub(crate) fn spawn_threads(
 ) -> io::Result<()> {
     let short = handle.peer_id.short().to_string();
     let writer_shared = shared.clone();
-    thread::Builder::new()
-        .name(format!("peer-{short}-tx"))
-        .stack_size(WRITER_STACK)
-        .spawn(move || run_writer(outbox, writer_shared, Role::Server))?;
-    thread::Builder::new()
-        .name(format!("peer-{short}-rx"))
-        .stack_size(READER_STACK)
-        .spawn(move || run_reader(handle, shared, leftover, state))?;
+    let writer_name = format!("peer-{short}-tx");
+    thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
+        contain_panic(&writer_name, || run_writer(outbox, writer_shared.clone(), Role::Server));
+        // However the writer ended, the connection ends with it; the reader then cleans up.
+        writer_shared.kill();
+    })?;
+    let reader_name = format!("peer-{short}-rx");
+    thread::Builder::new().name(reader_name.clone()).stack_size(READER_STACK).spawn(move || {
+        contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
+    })?;
     Ok(())
 }
 
@@ -97,22 +101,49 @@ impl Drop for Departure<'_> {
 
 fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8>, state: Arc<ServerState>) {
     let mut departure = Departure { state: &state, handle: &handle, reason: "disconnected" };
-    let limit = state.config.max_message_size;
-    departure.reason = read_frames(&handle, &shared, leftover, Role::Server, limit, |message| match message {
-        Incoming::Text(text) => router::handle_text(&state, &handle, text),
-        Incoming::Binary => {
-            state.note_rejected();
-            let text = "Binary frames are not supported: send JSON text messages";
-            handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+    let config = &state.config;
+    let mut bucket = TokenBucket::new(config.max_messages_per_sec, config.message_burst, Instant::now());
+    departure.reason = read_frames(&handle, &shared, leftover, Role::Server, config.max_message_size, |message| {
+        // Hub links carry many peers' traffic: the per-peer rate does not apply to them.
+        if !handle.is_link() {
+            match bucket.check(Instant::now()) {
+                Verdict::Allow => {}
+                Verdict::Drop { first } => {
+                    state.note_rejected();
+                    if first {
+                        let text = format!(
+                            "Rate limit exceeded: at most {} messages a second (bursts of {}); messages are being dropped",
+                            config.max_messages_per_sec, config.message_burst
+                        );
+                        handle.send_text(protocol::error(error_code::RATE_LIMITED, &text));
+                    }
+                    return ControlFlow::Continue(false);
+                }
+                Verdict::Close => {
+                    handle.close(1008, "Rate limit exceeded");
+                    return ControlFlow::Break("rate limit exceeded");
+                }
+            }
         }
+        match message {
+            Incoming::Text(text) => router::handle_text(&state, &handle, text),
+            Incoming::Binary => {
+                state.note_rejected();
+                let text = "Binary frames are not supported: send JSON text messages";
+                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+            }
+            Incoming::Ping => {}
+        }
+        ControlFlow::Continue(true)
     });
     // Tell the network now, not after the linger below.
     drop(departure);
     linger(&shared);
 }
 
-/// Reads frames until the connection ends, handing each data message to `on_message`; answers pings
-/// and closes through the writer. Returns why the connection ended. Used for peers (server role)
+/// Reads frames until the connection ends, handing each message to `on_message`; answers closes,
+/// and the pings `on_message` accepts (`Continue(true)`), through the writer. `on_message` ends the
+/// connection with `Break(reason)`. Returns why the connection ended. Used for peers (server role)
 /// and for the links this hub opens to other hubs (client role).
 pub(crate) fn read_frames(
     handle: &PeerHandle,
@@ -120,7 +151,7 @@ pub(crate) fn read_frames(
     leftover: Vec<u8>,
     role: Role,
     max_message_size: usize,
-    mut on_message: impl FnMut(Incoming<'_>),
+    mut on_message: impl FnMut(Incoming<'_>) -> ControlFlow<&'static str, bool>,
 ) -> &'static str {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -133,9 +164,21 @@ pub(crate) fn read_frames(
             handle.touch();
         }
         match message {
-            Ok(Message::Text(text)) => on_message(Incoming::Text(text.as_str())),
-            Ok(Message::Binary(_)) => on_message(Incoming::Binary),
-            Ok(Message::Ping(payload)) => handle.send_control(Outbound::Pong(payload)),
+            Ok(Message::Text(text)) => {
+                if let ControlFlow::Break(reason) = on_message(Incoming::Text(text.as_str())) {
+                    return reason;
+                }
+            }
+            Ok(Message::Binary(_)) => {
+                if let ControlFlow::Break(reason) = on_message(Incoming::Binary) {
+                    return reason;
+                }
+            }
+            Ok(Message::Ping(payload)) => match on_message(Incoming::Ping) {
+                ControlFlow::Break(reason) => return reason,
+                ControlFlow::Continue(true) => handle.send_control(Outbound::Pong(payload)),
+                ControlFlow::Continue(false) => {}
+            },
             Ok(Message::Pong(_) | Message::Frame(_)) => {}
             Ok(Message::Close(frame)) => {
                 // Echo the peer's code, as RFC 6455 asks.
@@ -169,11 +212,13 @@ pub(crate) fn read_frames(
     }
 }
 
-/// A data message, as the frame reader hands it on.
+/// A message from the other side, as the frame reader hands it on.
 pub(crate) enum Incoming<'a> {
     Text(&'a str),
     /// A binary message: the protocol has none, so its content is not kept.
     Binary,
+    /// A WebSocket ping (answered by the reader if the handler lets it through).
+    Ping,
 }
 
 /// Lets the other side read our close frame: consumes what it still sends until it closes its
@@ -222,20 +267,16 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
     // Wait for the reader to finish (every sender dropped) or the grace period to end.
     let deadline = Instant::now() + CLOSE_GRACE;
     while let Ok(item) = outbox.recv_deadline(deadline) {
-        if let Outbound::Text(text) = item {
-            shared.dequeued(&text);
-        }
+        shared.dequeued(&item);
     }
     shared.kill();
 }
 
 /// Writes one queued item. Returns `false` when the connection is finished (closed or failed).
 fn write_item(socket: &mut WebSocket<&TcpStream>, shared: &PeerShared, item: Outbound) -> bool {
+    shared.dequeued(&item);
     let written = match item {
-        Outbound::Text(text) => {
-            shared.dequeued(&text);
-            socket.write(Message::Text(text))
-        }
+        Outbound::Text(text) => socket.write(Message::Text(text)),
         Outbound::Ping => socket.write(Message::Ping(Bytes::new())),
         Outbound::Pong(payload) => socket.write(Message::Pong(payload)),
         Outbound::Close(code, reason) => {

@@ -1,4 +1,4 @@
-//! What the kernel says about this process (`/proc/self/status`): memory and thread count.
+//! What the kernel says about this process (`/proc/self`): memory, threads, open descriptors.
 //!
 //! Reported by `/health`; on systems without `/proc` every figure is 0.
 
@@ -14,11 +14,17 @@ pub struct ProcessStats {
     pub peak_rss: u64,
     /// Threads in the process.
     pub threads: u64,
+    /// Open file descriptors (sockets included).
+    #[serde(rename = "openFds")]
+    pub open_fds: u64,
 }
 
 /// Reads the current figures.
 pub fn current() -> ProcessStats {
-    std::fs::read_to_string("/proc/self/status").map(|status| parse_status(&status)).unwrap_or_default()
+    let mut stats =
+        std::fs::read_to_string("/proc/self/status").map(|status| parse_status(&status)).unwrap_or_default();
+    stats.open_fds = std::fs::read_dir("/proc/self/fd").map(|entries| entries.count() as u64).unwrap_or(0);
+    stats
 }
 
 fn parse_status(status: &str) -> ProcessStats {
@@ -29,7 +35,7 @@ fn parse_status(status: &str) -> ProcessStats {
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    ProcessStats { rss: field("VmRSS") * 1024, peak_rss: field("VmHWM") * 1024, threads: field("Threads") }
+    ProcessStats { rss: field("VmRSS") * 1024, peak_rss: field("VmHWM") * 1024, threads: field("Threads"), open_fds: 0 }
 }
 
 #[cfg(test)]
@@ -45,6 +51,6 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let stats = current();
-        assert!(stats.rss > 0 && stats.threads >= 1);
+        assert!(stats.rss > 0 && stats.threads >= 1 && stats.open_fds >= 3);
     }
 }

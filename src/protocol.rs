@@ -372,6 +372,8 @@ pub mod error_code {
     pub const UNKNOWN_TARGET: &str = "unknown-target";
     /// A binary frame: the protocol is JSON text only.
     pub const BINARY_FRAME: &str = "binary-not-supported";
+    /// Messages beyond `MAX_MESSAGES_PER_SEC` / `MESSAGE_BURST`: dropped.
+    pub const RATE_LIMITED: &str = "rate-limited";
 }
 
 /// `error`: `{"type":"error","error":<text>,"code":<code>,"timestamp":<ms>}`.

@@ -1,0 +1,325 @@
+//! Hardening: bad input, hostile peers and faults. Each test does something a broken or hostile
+//! client would do, checks the server's answer, and then checks that a well-behaved pair of peers
+//! is still served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Client, WAIT, http_get, http_raw, new_peer_id, refused, start, start_with, wait_stat};
+use serde_json::{Value, json};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
+
+/// Two fresh peers join a network, discover each other and exchange an offer.
+fn pair_still_works(addr: SocketAddr) {
+    let network = format!("check-{}", &new_peer_id()[..6]);
+    let mut a = Client::join(addr, &network);
+    let mut b = Client::connect(addr);
+    assert_eq!(common::discovered_ids(&b.announce(&network)), vec![a.id.clone()]);
+    a.send(json!({"type": "offer", "networkName": network, "targetPeerId": b.id, "data": {"sdp": "still fine"}}));
+    assert_eq!(b.wait_for("offer", |m| m["type"] == "offer")["data"]["sdp"], "still fine");
+}
+
+fn error_code(messages: &[Value]) -> Option<String> {
+    messages.iter().find(|m| m["type"] == "error").and_then(|m| m["code"].as_str()).map(String::from)
+}
+
+/// Opens a raw TCP connection and completes a WebSocket upgrade as `peer_id`, reading the 101.
+fn raw_upgrade(addr: SocketAddr, peer_id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET /?peerId={peer_id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream
+}
+
+/// A masked client frame (zero mask key, so the payload goes as is).
+fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        len if len < 126 => frame.push(0x80 | len as u8),
+        len if len < 65536 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[test]
+fn invalid_missing_and_duplicate_peer_ids_are_refused() {
+    let server = start();
+    let addr = server.local_addr();
+    let holder = Client::connect(addr);
+    for query in ["/", "/?peerId=", "/?peerId=xyz", &format!("/?peerId={}0", holder.id)] {
+        assert_eq!(refused(addr, query).0, 1008, "{query}");
+    }
+    assert_eq!(refused(addr, &format!("/?peerId={}", holder.id)), (1008, "Peer already connected".into()));
+    pair_still_works(addr);
+}
+
+#[test]
+fn a_wrong_token_is_refused_before_the_upgrade() {
+    let server = start_with(|c| c.auth_token = Some("right".into()));
+    let addr = server.local_addr();
+    let error = common::open(addr, &format!("/?peerId={}&token=wrong", new_peer_id()), &[]).err().unwrap_or_default();
+    assert!(error.starts_with("HTTP 401"), "{error}");
+    // The well-behaved pair needs the token too.
+    let ws = common::open(addr, &format!("/?peerId={}&token=right", new_peer_id()), &[]);
+    assert!(ws.is_ok());
+}
+
+#[test]
+fn malformed_json_shapes_and_types_get_errors_and_the_peer_stays() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut bad = Client::join(addr, "n");
+    let cases: [(&str, &str); 9] = [
+        ("", "invalid-json"),
+        ("{\"type\":\"offer\"", "invalid-json"),
+        ("null", "invalid-message"),
+        ("42", "invalid-message"),
+        ("{\"type\":null}", "invalid-message"),
+        ("{\"type\":\"announce\",\"networkName\":{}}", "invalid-message"),
+        ("{\"type\":\"offer\",\"targetPeerId\":[1]}", "invalid-message"),
+        ("{\"type\":\"no-such-type\"}", "unsupported-type"),
+        ("{\"type\":\"announce\",\"data\":[1,2]}", "invalid-announce"),
+    ];
+    for (text, code) in cases {
+        bad.send_raw(Message::text(text));
+        assert_eq!(error_code(&bad.drain()).as_deref(), Some(code), "{text:?}");
+    }
+    // Deep nesting costs no stack: `data` is skipped over, never parsed into a tree.
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    bad.send_raw(Message::text(format!("{{\"type\":\"offer\",\"data\":{}}}", nested(100_000))));
+    // (An announce's data must stay under 16 KiB.)
+    let announce =
+        format!("{{\"type\":\"announce\",\"networkName\":\"deep\",\"data\":{{\"isHub\":{}}}}}", nested(8000));
+    bad.send_raw(Message::text(announce));
+    assert!(error_code(&bad.drain()).is_none());
+    pair_still_works(addr);
+}
+
+#[test]
+fn a_10_mb_frame_is_closed_with_1009() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut stream = raw_upgrade(addr, &new_peer_id());
+    let payload = vec![b'x'; 10 << 20];
+    // The server stops reading at the limit; the rest of the write may fail, which is fine.
+    let _ = stream.write_all(&client_frame(0x1, true, &payload));
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let close_at =
+        reply.windows(2).position(|w| w == [0x88, 0x80 | 0]).or_else(|| reply.iter().position(|&b| b == 0x88));
+    let close_at = close_at.expect("a close frame");
+    assert_eq!(u16::from_be_bytes([reply[close_at + 2], reply[close_at + 3]]), 1009);
+    pair_still_works(addr);
+}
+
+#[test]
+fn fragmented_frames_are_reassembled_and_binary_frames_refused() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut target = Client::join(addr, "frag");
+    let mut sender = Client::join(addr, "frag");
+    target.drain();
+    let text =
+        json!({"type": "offer", "networkName": "frag", "targetPeerId": target.id, "data": {"sdp": "in three parts"}})
+            .to_string();
+    let (first, rest) = text.split_at(10);
+    let (second, third) = rest.split_at(10);
+    let mut frames = vec![Frame::message(first.as_bytes().to_vec(), OpCode::Data(Data::Text), false)];
+    frames.push(Frame::message(second.as_bytes().to_vec(), OpCode::Data(Data::Continue), false));
+    frames.push(Frame::message(third.as_bytes().to_vec(), OpCode::Data(Data::Continue), true));
+    for frame in frames {
+        sender.ws.write(Message::Frame(frame)).unwrap();
+    }
+    sender.ws.flush().unwrap();
+    assert_eq!(target.wait_for("offer", |m| m["type"] == "offer")["data"]["sdp"], "in three parts");
+    sender.send_raw(Message::binary(vec![0u8; 100]));
+    assert_eq!(error_code(&sender.drain()).as_deref(), Some("binary-not-supported"));
+    // A continuation frame with nothing to continue is a protocol error: close 1002.
+    let mut header = FrameHeader::default();
+    header.opcode = OpCode::Data(Data::Continue);
+    let orphan = Frame::from_payload(header, b"orphan".to_vec().into());
+    sender.ws.write(Message::Frame(orphan)).unwrap();
+    sender.ws.flush().unwrap();
+    assert_eq!(sender.expect_close().map(|f| u16::from(f.code)), Some(1002));
+    pair_still_works(addr);
+}
+
+#[test]
+fn slowloris_silent_and_oversized_heads_are_cut_off() {
+    let server = start_with(|c| c.handshake_timeout = Duration::from_millis(500));
+    let addr = server.local_addr();
+    // Ten sockets dribbling a head that never ends, and ten that say nothing at all.
+    let mut dribblers: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for socket in &mut dribblers {
+        socket.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").unwrap();
+    }
+    let silent: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Meanwhile everyone else is served.
+    pair_still_works(addr);
+    // A huge header is refused with 431.
+    let huge = format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    assert_eq!(http_raw(addr, &huge).status, 431);
+    // The slow and the silent are answered 408 and closed, within the handshake timeout.
+    for mut socket in dribblers.into_iter().chain(silent) {
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reply = String::new();
+        let started = Instant::now();
+        let _ = socket.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    pair_still_works(addr);
+}
+
+#[test]
+fn a_peer_that_never_reads_is_cut_off_without_slowing_its_senders() {
+    let server = start_with(|c| {
+        c.max_queued_bytes = 256 * 1024;
+        c.max_messages_per_sec = 1_000_000;
+        c.message_burst = 1_000_000;
+    });
+    let addr = server.local_addr();
+    let deaf_id = new_peer_id();
+    let deaf = raw_upgrade(addr, &deaf_id);
+    let announce = json!({"type": "announce", "networkName": "n"}).to_string();
+    (&deaf).write_all(&client_frame(0x1, true, announce.as_bytes())).unwrap();
+    let mut sender = Client::connect(addr);
+    let deadline = Instant::now() + WAIT;
+    while !common::discovered_ids(&sender.announce("n")).contains(&deaf_id) {
+        assert!(Instant::now() < deadline, "the deaf peer never joined");
+    }
+    // 40 MB of offers for a peer that reads nothing: far more than socket buffers and its queue.
+    let blob = "x".repeat(16 * 1024);
+    let started = Instant::now();
+    let mut cut_off = false;
+    for _ in 0..2500 {
+        sender.send(json!({"type": "offer", "networkName": "n", "targetPeerId": deaf_id, "data": {"sdp": blob}}));
+        if http_get(addr, "/stats").json()["connections"] == 1 {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the deaf peer was never cut off");
+    assert!(started.elapsed() < Duration::from_secs(20), "senders were slowed down: {:?}", started.elapsed());
+    let left = sender.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
+    assert_eq!(left["data"]["peerId"], deaf_id);
+    drop(deaf);
+    pair_still_works(addr);
+}
+
+#[test]
+fn twice_max_connections_leaves_no_thread_or_descriptor_behind() {
+    let server = start_with(|c| c.max_connections = 20);
+    let addr = server.local_addr();
+    let baseline = http_get(addr, "/health").json()["memory"].clone();
+    let mut accepted = Vec::new();
+    let mut refusals = 0;
+    for _ in 0..40 {
+        let id = new_peer_id();
+        let mut ws = common::open(addr, &format!("/?peerId={id}"), &[]).expect("upgrade");
+        match ws.read() {
+            Ok(Message::Text(_)) => accepted.push(ws),
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1008, "Maximum connections reached"));
+                refusals += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((accepted.len(), refusals), (20, 20));
+    assert_eq!(http_get(addr, "/stats").json()["connections"], 20);
+    for mut ws in accepted {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
+    wait_stat(addr, "connections", json!(0));
+    // Threads and descriptors come back to where they were (the test process shares them, so allow
+    // a little slack for the test's own threads).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = http_get(addr, "/health").json()["memory"].clone();
+        let threads_back = now["threads"].as_u64() <= baseline["threads"].as_u64().map(|t| t + 2);
+        let fds_back = now["openFds"].as_u64() <= baseline["openFds"].as_u64().map(|f| f + 2);
+        if threads_back && fds_back {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leak: before {baseline}, after {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pair_still_works(addr);
+}
+
+#[test]
+fn hub_only_messages_from_a_plain_peer_change_nothing() {
+    let server = start_with(|c| c.is_hub = true);
+    let addr = server.local_addr();
+    let mut watcher = Client::join(addr, "n");
+    let mut liar = Client::join(addr, "n");
+    watcher.drain();
+    let fake = new_peer_id();
+    for message in [
+        json!({"type": "peer-discovered", "networkName": "n", "data": {"peerId": fake, "isHub": false}}),
+        json!({"type": "peer-disconnected", "networkName": "n", "data": {"peerId": watcher.id}}),
+        json!({"type": "hub-heartbeat", "relay": {"id": "01", "origin": fake, "hops": 0}}),
+        json!({"type": "hub-hello", "data": {"hubId": fake, "capabilities": ["peerpigeon-rs-relay"]}}),
+    ] {
+        liar.send(message);
+    }
+    assert!(liar.drain().is_empty());
+    assert!(watcher.drain().is_empty(), "a plain peer's hub message reached another peer");
+    assert_eq!(http_get(addr, "/stats").json()["remotePeers"], 0);
+    pair_still_works(addr);
+}
+
+#[test]
+fn a_message_flood_is_rate_limited_then_closed() {
+    let server = start_with(|c| {
+        c.max_messages_per_sec = 20;
+        c.message_burst = 10;
+    });
+    let addr = server.local_addr();
+    let mut flooder = Client::join(addr, "n");
+    let mut errors = 0;
+    let mut closed = None;
+    for _ in 0..200 {
+        if flooder.ws.send(Message::text(json!({"type": "ping"}).to_string())).is_err() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline && closed.is_none() {
+        match flooder.ws.read() {
+            Ok(Message::Text(text)) if text.as_str().contains("rate-limited") => errors += 1,
+            Ok(Message::Close(frame)) => closed = frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(errors, 1, "one error per run of dropped messages");
+    assert_eq!(closed, Some(1008));
+    pair_still_works(addr);
+}
