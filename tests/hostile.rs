@@ -321,3 +321,90 @@ fn a_message_flood_is_rate_limited_then_closed() {
     assert_eq!(closed, Some(1008));
     pair_still_works(addr);
 }
+
+#[test]
+fn shutdown_under_load_delivers_everything_acknowledged_before_closing() {
+    let server = start_with(|c| {
+        c.max_messages_per_sec = 1_000_000;
+        c.message_burst = 1_000_000;
+    });
+    let addr = server.local_addr();
+    let mut receiver = Client::join(addr, "n");
+    let mut sender = Client::join(addr, "n");
+    receiver.drain();
+    const SIGNALS: usize = 2000;
+    for n in 0..SIGNALS {
+        sender.send(json!({"type": "offer", "networkName": "n", "targetPeerId": receiver.id, "data": {"n": n}}));
+    }
+    // The pong acknowledges that the server has handled every offer before it.
+    sender.drain();
+    let closer = std::thread::spawn(move || server.shutdown());
+    let mut got = Vec::new();
+    let code = loop {
+        match receiver.ws.read() {
+            Ok(Message::Text(text)) => {
+                let message: Value = serde_json::from_str(text.as_str()).unwrap();
+                got.push(message["data"]["n"].as_u64().unwrap());
+            }
+            Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(err) => panic!("connection lost before the close frame: {err}"),
+        }
+    };
+    closer.join().unwrap();
+    assert_eq!(code, Some(1001));
+    assert_eq!(got, (0..SIGNALS as u64).collect::<Vec<_>>(), "every acknowledged signal, in order, before the close");
+}
+
+#[test]
+fn a_hub_link_dropping_mid_relay_neither_crashes_nor_duplicates() {
+    let hub = |bootstrap: Option<SocketAddr>| {
+        start_with(move |c| {
+            c.is_hub = true;
+            c.bootstrap_hubs = bootstrap.map(|a| format!("ws://{a}")).into_iter().collect();
+            c.hub_heartbeat = Duration::from_millis(200);
+            c.max_messages_per_sec = 1_000_000;
+            c.message_burst = 1_000_000;
+        })
+    };
+    let a = hub(None);
+    let b = hub(Some(a.local_addr()));
+    let c = hub(Some(b.local_addr()));
+    wait_stat(c.local_addr(), "hubLinks", json!(1));
+    wait_stat(b.local_addr(), "hubLinks", json!(2));
+    let mut target = Client::join(c.local_addr(), "n");
+    let mut sender = Client::connect(a.local_addr());
+    let deadline = Instant::now() + WAIT;
+    while !common::discovered_ids(&sender.announce("n")).contains(&target.id) {
+        assert!(Instant::now() < deadline, "the target never became known on hub A");
+    }
+    let (c_addr, a_addr) = (c.local_addr(), a.local_addr());
+    // Drop the middle hub while signals are crossing it: after the 500th of 3000.
+    let (midway_tx, midway) = crossbeam_channel::bounded::<()>(1);
+    let killer = std::thread::spawn(move || {
+        let _ = midway.recv();
+        b.shutdown();
+    });
+    for n in 0..3000u32 {
+        if n == 500 {
+            let _ = midway_tx.send(());
+        }
+        let offer =
+            json!({"type": "offer", "networkName": "n", "targetPeerId": target.id, "data": {"n": n}}).to_string();
+        if sender.ws.send(Message::text(offer)).is_err() {
+            break;
+        }
+    }
+    sender.drain();
+    killer.join().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for message in target.drain() {
+        if message["type"] == "offer" {
+            let n = message["data"]["n"].as_u64().unwrap();
+            assert!(seen.insert(n), "offer {n} arrived twice");
+        }
+    }
+    // Both ends are alive and well.
+    pair_still_works(a_addr);
+    pair_still_works(c_addr);
+}
