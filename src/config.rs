@@ -41,6 +41,9 @@ pub struct Config {
     /// Bytes that may wait in one peer's outbound queue (`MAX_QUEUED_BYTES`); a peer that lets more
     /// pile up is not reading and is closed.
     pub max_queued_bytes: usize,
+    /// Largest `data` a peer may announce, in bytes (`MAX_PEER_DATA_BYTES`). Each peer is in one
+    /// network at a time, so this bounds what the server stores per peer.
+    pub max_peer_data_bytes: usize,
     /// Messages a peer may send per second, on average (`MAX_MESSAGES_PER_SEC`); hub links are exempt.
     pub max_messages_per_sec: u32,
     /// Messages a peer may send at once before the rate applies (`MESSAGE_BURST`).
@@ -76,6 +79,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pending_handshakes: 1024,
+            max_peer_data_bytes: 16 * 1024,
             max_messages_per_sec: 200,
             message_burst: 400,
             hub_heartbeat: Duration::from_secs(10),
@@ -101,6 +105,7 @@ pub const ENV_HELP: &str = "\
   CLEANUP_INTERVAL_SECS   how often idle peers are pinged and swept                 [30]
   HANDSHAKE_TIMEOUT_SECS  time a new socket has to send its request head            [10]
   MAX_QUEUED_BYTES        outbound bytes one peer may leave unread before closing   [16777216]
+  MAX_PEER_DATA_BYTES     largest announce data a peer may store                    [16384]
   MAX_MESSAGES_PER_SEC    messages a peer may send per second (then error, 1008)    [200]
   MESSAGE_BURST           messages a peer may send at once before the rate applies  [400]
   HUB_HEARTBEAT_SECS      hub mode: heartbeat interval; silent for 3 = hub gone      [10]
@@ -181,6 +186,9 @@ impl Config {
         }
         if let Some(v) = get("MAX_QUEUED_BYTES") {
             config.max_queued_bytes = parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
+        }
+        if let Some(v) = get("MAX_PEER_DATA_BYTES") {
+            config.max_peer_data_bytes = parse_number("MAX_PEER_DATA_BYTES", &v, 64, 1 << 20)? as usize;
         }
         if let Some(v) = get("MAX_MESSAGES_PER_SEC") {
             config.max_messages_per_sec = parse_number("MAX_MESSAGES_PER_SEC", &v, 1, 1_000_000)? as u32;
@@ -294,6 +302,7 @@ mod tests {
             ("HUB_MAX_HOPS", "4"),
             ("MAX_MESSAGES_PER_SEC", "5"),
             ("MESSAGE_BURST", "7"),
+            ("MAX_PEER_DATA_BYTES", "100"),
         ])
         .unwrap();
         assert_eq!((config.host.as_str(), config.port, config.max_connections), ("0.0.0.0", 8080, 12000));
@@ -312,6 +321,7 @@ mod tests {
         assert_eq!(config.max_pending_handshakes, 99);
         assert_eq!((config.hub_heartbeat, config.hub_max_hops), (Duration::from_secs(2), 4));
         assert_eq!((config.max_messages_per_sec, config.message_burst), (5, 7));
+        assert_eq!(config.max_peer_data_bytes, 100);
     }
 
     #[test]

@@ -19,9 +19,6 @@ use crate::peer_id::PeerId;
 pub const DEFAULT_NETWORK: &str = "global";
 /// Longest accepted network name, in bytes.
 pub const MAX_NETWORK_NAME_LEN: usize = 256;
-/// Largest `data` object a peer may announce, in bytes. It is copied into every `peer-discovered`
-/// the peer's network receives, so it is kept far below the message size limit.
-pub const MAX_ANNOUNCE_DATA_LEN: usize = 16 * 1024;
 
 /// The signal types the server routes to a target peer (contract §2). The first three are the
 /// reference's; the rest are sent by the real client and routed the same way **[ours]**.
@@ -97,8 +94,8 @@ pub enum MessageError {
     InvalidShape(String),
     /// `networkName` longer than [`MAX_NETWORK_NAME_LEN`].
     NetworkNameTooLong,
-    /// An announce whose `data` is not an object, or is larger than [`MAX_ANNOUNCE_DATA_LEN`].
-    InvalidAnnounceData(&'static str),
+    /// An announce whose `data` is not an object, or is larger than `MAX_PEER_DATA_BYTES`.
+    InvalidAnnounceData(String),
 }
 
 impl MessageError {
@@ -178,13 +175,21 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, MessageErro
     })
 }
 
+/// Checks an announce's `data` for the server's limit on what one peer may store: it is copied into
+/// every `peer-discovered` its network receives, so it is kept far below the message size limit.
+pub fn check_announce_size(data: Option<&RawValue>, limit: usize) -> Result<(), MessageError> {
+    match data {
+        Some(data) if data.get().len() > limit => {
+            Err(MessageError::InvalidAnnounceData(format!("is larger than {limit} bytes (MAX_PEER_DATA_BYTES)")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn validate_announce_data(data: Option<&RawValue>) -> Result<(), MessageError> {
     let Some(data) = data else { return Ok(()) };
     if !data.get().starts_with('{') {
-        return Err(MessageError::InvalidAnnounceData("must be a JSON object"));
-    }
-    if data.get().len() > MAX_ANNOUNCE_DATA_LEN {
-        return Err(MessageError::InvalidAnnounceData("is larger than 16 KiB"));
+        return Err(MessageError::InvalidAnnounceData("must be a JSON object".into()));
     }
     Ok(())
 }

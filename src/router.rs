@@ -26,6 +26,10 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
     };
     match message {
         ClientMessage::Announce { network, data } => {
+            if let Err(err) = protocol::check_announce_size(data, state.config.max_peer_data_bytes) {
+                reject(state, from, protocol::error(err.code(), &err.to_string()));
+                return;
+            }
             let is_hub = protocol::announces_hub(data, &network, &state.config.hub_mesh_namespace);
             let discovery = protocol::discovery_data(from.peer_id, is_hub, data);
             state.registry.announce(from.peer_id, &network, is_hub, discovery);

@@ -408,3 +408,19 @@ fn a_hub_link_dropping_mid_relay_neither_crashes_nor_duplicates() {
     pair_still_works(a_addr);
     pair_still_works(c_addr);
 }
+
+#[test]
+fn announce_data_over_the_stored_data_limit_is_refused() {
+    let server = start_with(|c| c.max_peer_data_bytes = 100);
+    let addr = server.local_addr();
+    let mut watcher = Client::join(addr, "n");
+    let mut bloated = Client::connect(addr);
+    bloated.send(json!({"type": "announce", "networkName": "n", "data": {"blob": "x".repeat(200)}}));
+    let replies = bloated.drain();
+    assert_eq!(error_code(&replies).as_deref(), Some("invalid-announce"));
+    assert!(watcher.drain().is_empty(), "a refused announce was still announced");
+    // Within the limit it is fine.
+    bloated.send(json!({"type": "announce", "networkName": "n", "data": {"blob": "small"}}));
+    assert_eq!(watcher.wait_for("peer-discovered", |m| m["type"] == "peer-discovered")["data"]["blob"], "small");
+    pair_still_works(addr);
+}
