@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use tungstenite::error::ProtocolError;
-use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Error as WsError, Message};
 
@@ -36,7 +37,7 @@ const READER_STACK: usize = 256 * 1024;
 const WRITER_STACK: usize = 128 * 1024;
 /// The reader's socket buffer. Signals are a few KiB; bigger messages grow it as needed.
 const READ_BUFFER: usize = 8 * 1024;
-/// Bytes the writer gathers before writing to the socket (it also writes at every flush).
+/// Bytes the writer gathers before writing to the socket (it also writes whenever its queue is empty).
 const WRITE_BUFFER: usize = 16 * 1024;
 /// A write that makes no progress for this long means the peer is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -249,19 +250,35 @@ fn echo_code(code: u16) -> u16 {
 
 pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, role: Role) {
     let _ = shared.socket.set_write_timeout(Some(WRITE_TIMEOUT));
-    let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
-    let mut socket = WebSocket::from_raw_socket(&shared.socket, role, Some(config));
+    let mut stream = &shared.socket;
+    // Frames are formatted into one buffer and written in chunks of about WRITE_BUFFER bytes, so a
+    // burst costs few system calls. The buffer is given back when the queue runs dry, so an idle
+    // peer holds none.
+    let mut buffer: Vec<u8> = Vec::new();
     'connection: while let Ok(first) = outbox.recv() {
         let mut next = Some(first);
+        let mut closing = false;
         while let Some(item) = next {
-            if !write_item(&mut socket, &shared, item) {
+            shared.dequeued(&item);
+            closing = matches!(item, Outbound::Close(..));
+            if frame_of(item, role).format(&mut buffer).is_err() {
                 break 'connection;
+            }
+            if buffer.len() >= WRITE_BUFFER {
+                if stream.write_all(&buffer).is_err() {
+                    break 'connection;
+                }
+                buffer.clear();
+            }
+            if closing {
+                break;
             }
             next = outbox.try_recv().ok();
         }
-        if socket.flush().is_err() {
+        if stream.write_all(&buffer).and_then(|()| stream.flush()).is_err() || closing {
             break;
         }
+        buffer = Vec::new();
     }
     let _ = shared.socket.shutdown(Shutdown::Write);
     // Wait for the reader to finish (every sender dropped) or the grace period to end.
@@ -272,19 +289,19 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
     shared.kill();
 }
 
-/// Writes one queued item. Returns `false` when the connection is finished (closed or failed).
-fn write_item(socket: &mut WebSocket<&TcpStream>, shared: &PeerShared, item: Outbound) -> bool {
-    shared.dequeued(&item);
-    let written = match item {
-        Outbound::Text(text) => socket.write(Message::Text(text)),
-        Outbound::Ping => socket.write(Message::Ping(Bytes::new())),
-        Outbound::Pong(payload) => socket.write(Message::Pong(payload)),
-        Outbound::Close(code, reason) => {
-            let _ = socket.close(Some(CloseFrame { code: code.into(), reason: reason.into() }));
-            return false;
-        }
+/// The WebSocket frame for a queued item. Frames a client sends (on links this hub opens) are
+/// masked, as RFC 6455 requires.
+fn frame_of(item: Outbound, role: Role) -> Frame {
+    let mut frame = match item {
+        Outbound::Text(text) => Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true),
+        Outbound::Ping => Frame::ping(Bytes::new()),
+        Outbound::Pong(payload) => Frame::pong(payload),
+        Outbound::Close(code, reason) => Frame::close(Some(CloseFrame { code: code.into(), reason: reason.into() })),
     };
-    written.is_ok()
+    if role == Role::Client {
+        frame.header_mut().mask = Some(rand::random());
+    }
+    frame
 }
 
 #[cfg(test)]

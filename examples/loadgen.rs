@@ -1,0 +1,597 @@
+//! Load generator for any PeerPigeon signaling server (PeerPigeon-rs or the JavaScript reference):
+//! measures it from the outside, with blocking WebSocket clients, and prints one line of JSON.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- connect --url ws://127.0.0.1:3000 --peers 1000 [--networks 1] [--pid PID]
+//! cargo run --release --example loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --inflight 4
+//! cargo run --release --example loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --rate 5000
+//! cargo run --release --example loadgen -- churn   --url ws://127.0.0.1:3000 --workers 100 --seconds 10
+//! cargo run --release --example loadgen -- hub     --url ws://127.0.0.1:3000 --url2 ws://127.0.0.1:3001 --peers 200 --rate 1000
+//! ```
+//!
+//! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
+//!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
+//! - `relay`, closed loop (`--inflight W`): every peer keeps W offers of `--size` bytes (2 KB) in
+//!   flight to random peers of its network, each answered by its target; reports signals per second.
+//! - `relay`, open loop (`--rate R`): offers go out at R per second in total, each stamped with its
+//!   send time; reports latency percentiles, and lost and duplicated offers after a drain.
+//! - `churn`: workers keep connecting, announcing, signalling and leaving; reports connections/s.
+//! - `hub`: half the peers on `--url`, half on `--url2`; cross-hub discovery time, then open-loop
+//!   latency of offers sent from one hub's peers to the other's.
+//!
+//! With `--pid` the server's RSS, peak RSS and thread count are read from `/proc/PID/status`.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::protocol::{Role, WebSocket};
+use tungstenite::{Message, Utf8Bytes};
+
+/// Command-line options (every scenario reads the ones it needs).
+#[derive(Clone, Debug)]
+struct Options {
+    scenario: String,
+    url: String,
+    url2: Option<String>,
+    pid: Option<u32>,
+    peers: usize,
+    networks: usize,
+    seconds: f64,
+    rate: Option<f64>,
+    inflight: usize,
+    size: usize,
+    workers: usize,
+    senders: usize,
+}
+
+fn parse_options() -> Options {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| usage());
+    let mut o = Options {
+        scenario,
+        url: "ws://127.0.0.1:3000".into(),
+        url2: None,
+        pid: None,
+        peers: 1000,
+        networks: 1,
+        seconds: 10.0,
+        rate: None,
+        inflight: 4,
+        size: 2048,
+        workers: 100,
+        senders: 4,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| usage());
+        let number = || value.parse::<f64>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--url" => o.url = value.clone(),
+            "--url2" => o.url2 = Some(value.clone()),
+            "--pid" => o.pid = Some(number() as u32),
+            "--peers" => o.peers = number() as usize,
+            "--networks" => o.networks = (number() as usize).max(1),
+            "--seconds" => o.seconds = number(),
+            "--rate" => o.rate = Some(number()),
+            "--inflight" => o.inflight = number() as usize,
+            "--size" => o.size = number() as usize,
+            "--workers" => o.workers = number() as usize,
+            "--senders" => o.senders = (number() as usize).max(1),
+            _ => usage(),
+        }
+    }
+    o
+}
+
+fn usage() -> ! {
+    eprintln!("usage: loadgen connect|relay|churn|hub --url ws://host:port [options]; see the source's doc comment");
+    std::process::exit(2)
+}
+
+fn main() {
+    let options = parse_options();
+    let result = match options.scenario.as_str() {
+        "connect" => connect_scenario(&options),
+        "relay" => relay_scenario(&options),
+        "churn" => churn_scenario(&options),
+        "hub" => hub_scenario(&options),
+        _ => usage(),
+    };
+    println!("{result}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clients
+
+/// Microseconds since the load generator started: the clock every stamp and latency uses.
+fn now_us() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// A socket half for a client's reader: reads go to the socket; once `read_only` is set, writes
+/// (tungstenite's automatic pong and close replies) are dropped, so only the sender thread writes.
+struct ReaderHalf {
+    stream: TcpStream,
+    read_only: bool,
+}
+
+impl Read for ReaderHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for ReaderHalf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.read_only { Ok(buf.len()) } else { self.stream.write(buf) }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// One connected peer, split into a reading half and a writing half.
+struct Peer {
+    id: String,
+    network: String,
+    reader: WebSocket<ReaderHalf>,
+    writer: WebSocket<TcpStream>,
+}
+
+fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
+    let id = hex::encode(rand::random::<[u8; 20]>());
+    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
+    let stream = TcpStream::connect(host).map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let writer_stream = stream.try_clone().map_err(|e| e.to_string())?;
+    let (mut reader, _) = tungstenite::client(format!("{url}/?peerId={id}"), ReaderHalf { stream, read_only: false })
+        .map_err(|e| format!("handshake: {e}"))?;
+    reader.get_mut().read_only = true;
+    let writer = WebSocket::from_raw_socket(writer_stream, Role::Client, None);
+    Ok(Peer { id, network: network.to_string(), reader, writer })
+}
+
+fn send(writer: &mut WebSocket<TcpStream>, message: &Value) -> bool {
+    writer.send(Message::Text(Utf8Bytes::from(message.to_string()))).is_ok()
+}
+
+/// Reads the next text message; `None` on timeout or a closed connection.
+fn next_text(reader: &mut WebSocket<ReaderHalf>) -> Option<Value> {
+    loop {
+        match reader.read() {
+            Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Connects `count` peers spread over `networks` networks of server `url`, in parallel.
+fn connect_many(url: &str, count: usize, networks: usize, prefix: &str) -> (Vec<Peer>, usize) {
+    let threads = 16.min(count.max(1));
+    let peers = Mutex::new(Vec::with_capacity(count));
+    let failures = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (peers, failures) = (&peers, &failures);
+            scope.spawn(move || {
+                for i in (t..count).step_by(threads) {
+                    let network = format!("{prefix}{}", i % networks);
+                    match connect_peer(url, &network) {
+                        Ok(peer) => peers.lock().unwrap_or_else(|e| e.into_inner()).push((i, peer)),
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut peers = peers.into_inner().unwrap_or_else(|e| e.into_inner());
+    peers.sort_by_key(|(i, _)| *i);
+    (peers.into_iter().map(|(_, p)| p).collect(), failures.load(Ordering::Relaxed) as usize)
+}
+
+fn process_stats(pid: Option<u32>) -> Value {
+    let Some(pid) = pid else { return Value::Null };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    json!({"rssKiB": field("VmRSS"), "peakRssKiB": field("VmHWM"), "threads": field("Threads")})
+}
+
+// ------------------------------------------------------------------------------------------------
+// connect
+
+/// Every peer announces at once; each reader counts discoveries until it has seen its whole
+/// network. Returns the peers (for later phases), the time it took, and the messages received.
+fn announce_and_discover(
+    peers: Vec<Peer>,
+    expected: impl Fn(&Peer) -> usize + Sync,
+    limit: Duration,
+) -> (Vec<Peer>, Value) {
+    let barrier = Barrier::new(peers.len() + 1);
+    let received = AtomicU64::new(0);
+    let incomplete = AtomicU64::new(0);
+    let latest_done = AtomicU64::new(0);
+    let started = AtomicU64::new(0);
+    let peers = std::thread::scope(|scope| {
+        let handles: Vec<_> = peers
+            .into_iter()
+            .map(|mut peer| {
+                let (barrier, received, incomplete, latest_done) = (&barrier, &received, &incomplete, &latest_done);
+                let want = expected(&peer);
+                std::thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn_scoped(scope, move || {
+                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(limit));
+                        barrier.wait();
+                        let announce =
+                            json!({"type": "announce", "networkName": peer.network, "data": {"peerId": peer.id}});
+                        send(&mut peer.writer, &announce);
+                        let mut seen = 0;
+                        while seen < want {
+                            match next_text(&mut peer.reader) {
+                                Some(m) => {
+                                    received.fetch_add(1, Ordering::Relaxed);
+                                    if m["type"] == "peer-discovered" {
+                                        seen += 1;
+                                    }
+                                }
+                                None => break,
+                            }
+                        }
+                        if seen < want {
+                            incomplete.fetch_add(1, Ordering::Relaxed);
+                        }
+                        latest_done.fetch_max(now_us(), Ordering::Relaxed);
+                        peer
+                    })
+                    .expect("spawn a client thread")
+            })
+            .collect();
+        started.store(now_us(), Ordering::Relaxed);
+        barrier.wait();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect::<Vec<Peer>>()
+    });
+    let elapsed_ms =
+        (latest_done.load(Ordering::Relaxed).saturating_sub(started.load(Ordering::Relaxed))) as f64 / 1000.0;
+    let summary = json!({
+        "fullDiscoveryMs": elapsed_ms,
+        "messagesReceived": received.load(Ordering::Relaxed),
+        "incompletePeers": incomplete.load(Ordering::Relaxed),
+    });
+    (peers, summary)
+}
+
+fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
+    let mut sizes = std::collections::HashMap::new();
+    for p in peers {
+        *sizes.entry(p.network.clone()).or_insert(0) += 1;
+    }
+    sizes
+}
+
+fn connect_scenario(o: &Options) -> Value {
+    let before = process_stats(o.pid);
+    let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
+    let sizes = network_sizes(&peers);
+    let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+    // Let the server settle (queues drained, buffers returned) before reading its memory.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = process_stats(o.pid);
+    let per_peer = match (before["rssKiB"].as_u64(), after["rssKiB"].as_u64()) {
+        (Some(b), Some(a)) if !peers.is_empty() => {
+            json!(((a as f64 - b as f64) / peers.len() as f64 * 10.0).round() / 10.0)
+        }
+        _ => Value::Null,
+    };
+    json!({"scenario": "connect", "peers": peers.len(), "networks": o.networks, "failures": failures,
+           "fullDiscoveryMs": discovery["fullDiscoveryMs"], "messagesReceived": discovery["messagesReceived"],
+           "incompletePeers": discovery["incompletePeers"], "rssPerPeerKiB": per_peer, "serverBefore": before, "serverAfter": after})
+}
+
+// ------------------------------------------------------------------------------------------------
+// relay
+
+/// The payload every offer carries: send stamp, unique sequence number, padding to `size`.
+fn offer(network: &str, target: &str, seq: u64, size: usize) -> Value {
+    json!({"type": "offer", "networkName": network, "targetPeerId": target,
+           "data": {"t": now_us(), "seq": seq, "pad": "x".repeat(size.saturating_sub(120))}})
+}
+
+fn relay_scenario(o: &Options) -> Value {
+    let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "relay-");
+    let sizes = network_sizes(&peers);
+    let (peers, _) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+    let mut result = match o.rate {
+        None => closed_loop(peers, o),
+        Some(rate) => open_loop(peers, None, rate, o),
+    };
+    result["scenario"] = json!("relay");
+    result["connectFailures"] = json!(failures);
+    result["server"] = process_stats(o.pid);
+    result
+}
+
+/// Each peer keeps `inflight` offers out; each target answers; each answer releases a new offer.
+fn closed_loop(peers: Vec<Peer>, o: &Options) -> Value {
+    let ids_by_network = ids_by_network(&peers);
+    let delivered = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let deadline = Duration::from_secs_f64(o.seconds);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for mut peer in peers {
+            let (ids_by_network, delivered, stop) = (&ids_by_network, &delivered, &stop);
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn_scoped(scope, move || {
+                    let others: Vec<&String> = ids_by_network[&peer.network].iter().filter(|id| **id != peer.id).collect();
+                    if others.is_empty() {
+                        return;
+                    }
+                    let _ = peer.reader.get_ref().stream.set_read_timeout(Some(Duration::from_millis(200)));
+                    let mut seq = 0;
+                    for _ in 0..o.inflight {
+                        let target = others[fastrand::usize(..others.len())];
+                        seq += 1;
+                        send(&mut peer.writer, &offer(&peer.network, target, seq, o.size));
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(m) = next_text(&mut peer.reader) else {
+                            if peer.reader.can_read() {
+                                continue;
+                            }
+                            return;
+                        };
+                        match m["type"].as_str() {
+                            Some("offer") => {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                                let answer = json!({"type": "answer", "networkName": peer.network,
+                                                    "targetPeerId": m["fromPeerId"], "data": {"seq": m["data"]["seq"]}});
+                                send(&mut peer.writer, &answer);
+                            }
+                            Some("answer") => {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                                let target = others[fastrand::usize(..others.len())];
+                                seq += 1;
+                                send(&mut peer.writer, &offer(&peer.network, target, seq, o.size));
+                            }
+                            _ => {}
+                        }
+                    }
+                })
+                .expect("spawn a client thread");
+        }
+        std::thread::sleep(deadline);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let secs = started.elapsed().as_secs_f64().min(o.seconds);
+    let total = delivered.load(Ordering::Relaxed);
+    json!({"mode": "closed", "inflight": o.inflight, "sizeBytes": o.size, "seconds": o.seconds,
+           "signalsDelivered": total, "signalsPerSec": (total as f64 / secs).round()})
+}
+
+fn ids_by_network(peers: &[Peer]) -> std::collections::HashMap<String, Vec<String>> {
+    let mut map: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for p in peers {
+        map.entry(p.network.clone()).or_default().push(p.id.clone());
+    }
+    map
+}
+
+/// Offers at `rate` per second in total, from `peers` to random peers of their network (or, with
+/// `targets`, to random peers of those); receivers measure latency, loss and duplicates.
+fn open_loop(peers: Vec<Peer>, targets: Option<Vec<Peer>>, rate: f64, o: &Options) -> Value {
+    let (senders, receivers): (Vec<Peer>, Vec<Peer>) = match targets {
+        Some(targets) => (peers, targets),
+        None => {
+            // Every peer both sends and receives: split each into its halves.
+            let mut writers = Vec::new();
+            let mut readers = Vec::new();
+            for p in peers {
+                let (id, network, reader, writer) = (p.id, p.network, p.reader, p.writer);
+                writers.push((id.clone(), network.clone(), writer));
+                readers.push((id, network, reader));
+            }
+            return run_open_loop(writers, readers, rate, o);
+        }
+    };
+    let writers = senders.into_iter().map(|p| (p.id, p.network, p.writer)).collect();
+    let readers = receivers.into_iter().map(|p| (p.id, p.network, p.reader)).collect();
+    run_open_loop(writers, readers, rate, o)
+}
+
+type WriterHalf = (String, String, WebSocket<TcpStream>);
+type ReaderHalfOf = (String, String, WebSocket<ReaderHalf>);
+
+fn run_open_loop(writers: Vec<WriterHalf>, readers: Vec<ReaderHalfOf>, rate: f64, o: &Options) -> Value {
+    let mut targets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for (id, network, _) in &readers {
+        targets.entry(network.clone()).or_default().push(id.clone());
+    }
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let duplicates = AtomicU64::new(0);
+    let latencies = Mutex::new(Vec::<u64>::new());
+    let sending_done = AtomicBool::new(false);
+    let drained = AtomicBool::new(false);
+    let per_thread = writers.len().div_ceil(o.senders).max(1);
+    let mut groups: Vec<Vec<WriterHalf>> = Vec::new();
+    let mut writers = writers;
+    while !writers.is_empty() {
+        let rest = writers.split_off(per_thread.min(writers.len()));
+        groups.push(std::mem::replace(&mut writers, rest));
+    }
+    let group_rate = rate / groups.len().max(1) as f64;
+    std::thread::scope(|scope| {
+        for (_, _, mut reader) in readers {
+            let (received, duplicates, latencies, drained) = (&received, &duplicates, &latencies, &drained);
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn_scoped(scope, move || {
+                    let _ = reader.get_ref().stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let mut seen = HashSet::new();
+                    let mut mine = Vec::new();
+                    while !drained.load(Ordering::Relaxed) {
+                        let Some(m) = next_text(&mut reader) else { continue };
+                        if m["type"] != "offer" {
+                            continue;
+                        }
+                        let (Some(t), Some(seq)) = (m["data"]["t"].as_u64(), m["data"]["seq"].as_u64()) else {
+                            continue;
+                        };
+                        if !seen.insert(seq) {
+                            duplicates.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
+                        mine.push(now_us().saturating_sub(t));
+                    }
+                    latencies.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+                })
+                .expect("spawn a reader thread");
+        }
+        let started = Instant::now();
+        let mut senders = Vec::new();
+        for (g, mut group) in groups.into_iter().enumerate() {
+            let (targets, sent) = (&targets, &sent);
+            senders.push(scope.spawn(move || {
+                let interval = Duration::from_secs_f64(1.0 / group_rate.max(0.001));
+                let mut next = Instant::now();
+                let mut n: u64 = 0;
+                while started.elapsed() < Duration::from_secs_f64(o.seconds) {
+                    let slot = (n as usize) % group.len();
+                    let (id, network, writer) = &mut group[slot];
+                    let pool = &targets[network.as_str()];
+                    let target = &pool[fastrand::usize(..pool.len())];
+                    if target != id {
+                        // Sequence numbers are unique across sender threads.
+                        let seq = (g as u64) << 40 | n;
+                        let m = json!({"type": "offer", "networkName": network, "targetPeerId": target,
+                                       "data": {"t": now_us(), "seq": seq, "pad": "x".repeat(o.size.saturating_sub(120))}});
+                        if send(writer, &m) {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    n += 1;
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                group
+            }));
+        }
+        let groups: Vec<_> = senders.into_iter().filter_map(|s| s.join().ok()).collect();
+        sending_done.store(true, Ordering::Relaxed);
+        // Drain: wait until everything sent has arrived, or two seconds of nothing new.
+        let mut last = received.load(Ordering::Relaxed);
+        let mut quiet_since = Instant::now();
+        while received.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
+            && quiet_since.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = received.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+        drained.store(true, Ordering::Relaxed);
+        drop(groups);
+    });
+    let mut latencies = latencies.into_inner().unwrap_or_else(|e| e.into_inner());
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[index.min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    let (sent, received) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
+    json!({"mode": "open", "rate": rate, "sizeBytes": o.size, "seconds": o.seconds, "sent": sent, "received": received,
+           "lost": sent.saturating_sub(received), "duplicated": duplicates.load(Ordering::Relaxed),
+           "latencyMs": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)}})
+}
+
+// ------------------------------------------------------------------------------------------------
+// churn and hub
+
+fn churn_scenario(o: &Options) -> Value {
+    let connections = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let started = Instant::now();
+    let limit = Duration::from_secs_f64(o.seconds);
+    std::thread::scope(|scope| {
+        for w in 0..o.workers {
+            let (connections, errors) = (&connections, &errors);
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn_scoped(scope, move || {
+                    while started.elapsed() < limit {
+                        let network = format!("churn-{}", w % o.networks.max(1));
+                        let mut peer = match connect_peer(&o.url, &network) {
+                            Ok(peer) => peer,
+                            Err(_) => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        };
+                        connections.fetch_add(1, Ordering::Relaxed);
+                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(Duration::from_millis(50)));
+                        // The server's greeting proves the connection works; then announce and signal
+                        // whoever is there (a quiet network is fine: no one to signal).
+                        let greeted = next_text(&mut peer.reader).is_some_and(|m| m["type"] == "connected");
+                        let announced = send(&mut peer.writer, &json!({"type": "announce", "networkName": network}));
+                        if !(greeted && announced) {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(m) = (0..3).find_map(|_| next_text(&mut peer.reader).filter(|m| m["type"] == "peer-discovered")) {
+                            send(&mut peer.writer, &json!({"type": "offer", "networkName": network, "targetPeerId": m["data"]["peerId"], "data": {}}));
+                        }
+                        send(&mut peer.writer, &json!({"type": "goodbye"}));
+                        let _ = peer.writer.close(None);
+                    }
+                })
+                .expect("spawn a worker");
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let total = connections.load(Ordering::Relaxed);
+    json!({"scenario": "churn", "workers": o.workers, "seconds": secs, "connections": total,
+           "connectionsPerSec": (total as f64 / secs).round(), "errors": errors.load(Ordering::Relaxed), "server": process_stats(o.pid)})
+}
+
+fn hub_scenario(o: &Options) -> Value {
+    let Some(url2) = &o.url2 else { usage() };
+    let half = o.peers / 2;
+    let (on_a, fail_a) = connect_many(&o.url, half, 1, "hub-");
+    let (on_b, fail_b) = connect_many(url2, o.peers - half, 1, "hub-");
+    let total = on_a.len() + on_b.len();
+    let mut all = on_a;
+    let split = all.len();
+    all.extend(on_b);
+    let (mut all, discovery) = announce_and_discover(all, |_| total - 1, Duration::from_secs(60));
+    let on_b = all.split_off(split.min(all.len()));
+    let mut result = open_loop(all, Some(on_b), o.rate.unwrap_or(1000.0), o);
+    result["scenario"] = json!("hub");
+    result["peers"] = json!(total);
+    result["crossHubDiscoveryMs"] = discovery["fullDiscoveryMs"].clone();
+    result["incompletePeers"] = discovery["incompletePeers"].clone();
+    result["connectFailures"] = json!(fail_a + fail_b);
+    result
+}
