@@ -19,7 +19,8 @@
 //! - `hub`: half the peers on `--url`, half on `--url2`; cross-hub discovery time, then open-loop
 //!   latency of offers sent from one hub's peers to the other's.
 //!
-//! With `--pid` the server's RSS, peak RSS and thread count are read from `/proc/PID/status`.
+//! With `--pid` the server's RSS, peak RSS and thread count are read from `/proc/PID/status`;
+//! `connect` reads them again `--settle` seconds (1) after the last discovery.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -47,6 +48,7 @@ struct Options {
     size: usize,
     workers: usize,
     senders: usize,
+    settle: f64,
 }
 
 fn parse_options() -> Options {
@@ -65,6 +67,7 @@ fn parse_options() -> Options {
         size: 2048,
         workers: 100,
         senders: 4,
+        settle: 1.0,
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -81,6 +84,7 @@ fn parse_options() -> Options {
             "--size" => o.size = number() as usize,
             "--workers" => o.workers = number() as usize,
             "--senders" => o.senders = (number() as usize).max(1),
+            "--settle" => o.settle = number(),
             _ => usage(),
         }
     }
@@ -288,8 +292,9 @@ fn connect_scenario(o: &Options) -> Value {
     let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
     let sizes = network_sizes(&peers);
     let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
-    // Let the server settle (queues drained, buffers returned) before reading its memory.
-    std::thread::sleep(Duration::from_secs(1));
+    // Let the server settle (queues drained, buffers returned) before reading its memory; with
+    // `--settle` longer than the server's sweep interval, freed memory has been handed back too.
+    std::thread::sleep(Duration::from_secs_f64(o.settle));
     let after = process_stats(o.pid);
     let per_peer = match (before["rssKiB"].as_u64(), after["rssKiB"].as_u64()) {
         (Some(b), Some(a)) if !peers.is_empty() => {

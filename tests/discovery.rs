@@ -176,3 +176,17 @@ fn a_silent_peer_is_closed_after_the_idle_timeout_and_its_network_told() {
     assert_eq!(left["data"]["peerId"], silent_id);
     assert_eq!(common::http_get(addr, "/stats").json()["connections"], 1);
 }
+
+#[test]
+fn a_quiet_peer_stays_connected_past_the_handshake_timeout() {
+    // Regression: the request head is read with a deadline, which must not outlive the handshake.
+    let server = start_with(|c| c.handshake_timeout = Duration::from_millis(300));
+    let addr = server.local_addr();
+    let mut quiet = Client::join(addr, "n");
+    // Nothing arrives for three handshake timeouts (the read gives up after its own timeout).
+    quiet.set_read_timeout(Duration::from_millis(900));
+    assert!(quiet.ws.read().is_err(), "expected silence");
+    quiet.set_read_timeout(common::WAIT);
+    assert!(quiet.drain().is_empty(), "the quiet peer was disconnected");
+    assert_eq!(common::http_get(addr, "/stats").json()["connections"], 1);
+}

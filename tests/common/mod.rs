@@ -158,6 +158,13 @@ impl Client {
         panic!("{}: the server did not close within {WAIT:?}", self.short())
     }
 
+    /// Sets how long a read may wait before giving up.
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        if let MaybeTlsStream::Plain(stream) = self.ws.get_mut() {
+            stream.set_read_timeout(Some(timeout)).expect("read timeout");
+        }
+    }
+
     pub fn short(&self) -> &str {
         &self.id[..8]
     }
