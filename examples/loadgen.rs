@@ -557,10 +557,11 @@ fn churn_scenario(o: &Options) -> Value {
                             }
                         };
                         connections.fetch_add(1, Ordering::Relaxed);
-                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(Duration::from_millis(50)));
-                        // The server's greeting proves the connection works; then announce and signal
-                        // whoever is there (a quiet network is fine: no one to signal).
+                        // The server's greeting proves the connection works (allow it 2 s); then
+                        // announce and signal whoever is there (a quiet network is fine).
+                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(Duration::from_secs(2)));
                         let greeted = next_text(&mut peer.reader).is_some_and(|m| m["type"] == "connected");
+                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(Duration::from_millis(50)));
                         let announced = send(&mut peer.writer, &json!({"type": "announce", "networkName": network}));
                         if !(greeted && announced) {
                             errors.fetch_add(1, Ordering::Relaxed);

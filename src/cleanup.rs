@@ -3,10 +3,11 @@
 //! Any frame from a peer, a pong included, counts as activity, so a live client (browsers answer
 //! pings by themselves) is never idle. A peer whose TCP connection died silently answers nothing and
 //! is closed once it has been silent for `PEER_TIMEOUT_SECS` (contract §4); its network is told it
-//! left. A peer still registered a whole interval after being asked to close is cut off. Each sweep
-//! also hands memory freed since the last one back to the operating system.
+//! left. A peer still registered a whole interval after being asked to close is cut off. Every five
+//! seconds the thread also hands memory freed by the connection threads back to the operating system.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -16,13 +17,25 @@ use crate::server::ServerState;
 
 /// Runs until `stop` is dropped (or sent to).
 pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
+    let interval = state.config.cleanup_interval;
+    let tick = interval.min(TRIM_INTERVAL);
+    let mut last_sweep = Instant::now();
     loop {
-        match stop.recv_timeout(state.config.cleanup_interval) {
-            Err(RecvTimeoutError::Timeout) => sweep(&state),
+        match stop.recv_timeout(tick) {
+            Err(RecvTimeoutError::Timeout) => {
+                if last_sweep.elapsed() >= interval {
+                    sweep(&state);
+                    last_sweep = Instant::now();
+                }
+                release_free_memory();
+            }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
+
+/// How often memory freed by the connection threads is handed back to the operating system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 fn sweep(state: &ServerState) {
     let now = unix_millis();
@@ -40,7 +53,6 @@ fn sweep(state: &ServerState) {
     if closed > 0 {
         crate::log_info!("closed {closed} idle peers");
     }
-    release_free_memory();
 }
 
 /// Gives freed heap pages back to the operating system. glibc keeps memory freed by a thread cached

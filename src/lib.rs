@@ -39,6 +39,7 @@ mod cleanup;
 mod clock;
 mod config;
 mod error;
+mod fd_limit;
 mod http;
 mod hub_link;
 mod listener;
@@ -58,6 +59,7 @@ mod upgrade;
 
 pub use config::{Config, ConfigError, ENV_HELP};
 pub use error::Error;
+pub use fd_limit::raise_open_file_limit;
 pub use peer_id::PeerId;
 pub use server::{Server, ServerHandle};
 

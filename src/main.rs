@@ -42,6 +42,15 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(config.log_level);
+    // One descriptor per peer, plus a few for the listener and HTTP requests.
+    if let Some(limit) = peerpigeon::raise_open_file_limit()
+        && limit < config.max_connections as u64 + 64
+    {
+        peerpigeon::log_warn!(
+            "open-file limit is {limit}, too low for MAX_CONNECTIONS={}; raise it (ulimit -n)",
+            config.max_connections
+        );
+    }
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(err) = ctrlc::set_handler(move || {

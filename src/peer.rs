@@ -35,8 +35,9 @@ use crate::server::{ServerState, contain_panic};
 const READER_STACK: usize = 256 * 1024;
 /// Writer stack: it only frames and writes bytes.
 const WRITER_STACK: usize = 128 * 1024;
-/// The reader's socket buffer. Signals are a few KiB; bigger messages grow it as needed.
-const READ_BUFFER: usize = 8 * 1024;
+/// The reader's initial message buffer (tungstenite also keeps a 4 KiB read chunk). Most messages
+/// are under 2 KiB; bigger ones grow it as needed. Small, because every idle peer holds one.
+const READ_BUFFER: usize = 2 * 1024;
 /// Bytes the writer gathers before writing to the socket (it also writes whenever its queue is empty).
 const WRITE_BUFFER: usize = 16 * 1024;
 /// A write that makes no progress for this long means the peer is gone.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Side-by-side performance: PeerPigeon-rs against the JavaScript reference (peerpigeon@1.1.3),
+# measured from the outside by the same load generator (examples/loadgen.rs), servers alternating,
+# several runs each; prints a table of medians and ratios (PeerPigeon-rs / reference).
+#
+#   bash bench/compare.sh [runs=3] [peers=1000]
+#
+# Each measurement gets a freshly started server. Raw results go to bench/results-<date>.jsonl.
+# The machine is small and shared with the load generator: trust the ratios, not one absolute number.
+source "$(dirname "$0")/../interop/common.sh"
+runs="${1:-3}"
+peers="${2:-1000}"
+(cd "$root" && cargo build --release --quiet --example loadgen)
+loadgen="$root/target/release/examples/loadgen"
+results="$root/bench/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+: >"$results"
+
+# measure SERVER NAME ARGS...: starts SERVER ("rs" or "js") on a free port, runs the load generator
+# scenario ARGS against it, appends its JSON (tagged) to the results, stops the server.
+measure() {
+  local server="$1" name="$2"
+  shift 2
+  local port
+  port="$(free_port)"
+  if [ "$server" = rs ]; then
+    start_rust "bench-rs" "$port" MAX_CONNECTIONS=20000
+  else
+    start_js "bench-js" "$port"
+  fi
+  local pid="${pids[-1]}"
+  local line
+  line="$("$loadgen" "$@" --url "ws://127.0.0.1:$port" --pid "$pid" 2>/dev/null || echo '{}')"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "{\"server\":\"$server\",\"name\":\"$name\",\"result\":$line}" >>"$results"
+  echo "  $server $name: $line" | cut -c1-200
+}
+
+for run in $(seq "$runs"); do
+  echo "== run $run of $runs"
+  for server in rs js; do
+    measure "$server" discovery connect --peers "$peers" --networks 1
+    measure "$server" memory connect --peers "$peers" --networks $((peers / 100 > 0 ? peers / 100 : 1)) --settle 6
+    measure "$server" saturation relay --peers "$peers" --seconds 10 --inflight 2
+    measure "$server" latency-5k relay --peers "$peers" --seconds 10 --rate 5000
+    measure "$server" latency-20k relay --peers "$peers" --seconds 10 --rate 20000
+    measure "$server" churn churn --workers 100 --seconds 10
+  done
+done
+python3 "$root/bench/table.py" "$results"
