@@ -40,7 +40,7 @@ for run in $(seq "$runs"); do
   echo "== run $run of $runs"
   for server in rs js; do
     measure "$server" discovery connect --peers "$peers" --networks 1
-    measure "$server" memory connect --peers "$peers" --networks $((peers / 100 > 0 ? peers / 100 : 1)) --settle 6
+    measure "$server" memory connect --peers "$peers" --networks $((peers / 100 > 0 ? peers / 100 : 1)) --settle 11
     measure "$server" saturation relay --peers "$peers" --seconds 10 --inflight 2
     measure "$server" latency-5k relay --peers "$peers" --seconds 10 --rate 5000
     measure "$server" latency-20k relay --peers "$peers" --seconds 10 --rate 20000

@@ -3,10 +3,12 @@
 //! Any frame from a peer, a pong included, counts as activity, so a live client (browsers answer
 //! pings by themselves) is never idle. A peer whose TCP connection died silently answers nothing and
 //! is closed once it has been silent for `PEER_TIMEOUT_SECS` (contract §4); its network is told it
-//! left. A peer still registered a whole interval after being asked to close is cut off. Every five
-//! seconds the thread also hands memory freed by the connection threads back to the operating system.
+//! left. A peer still registered a whole interval after being asked to close is cut off. Once the
+//! server has been quiet for five seconds, the thread also hands memory freed by the connection
+//! threads back to the operating system.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -20,6 +22,7 @@ pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
     let interval = state.config.cleanup_interval;
     let tick = interval.min(TRIM_INTERVAL);
     let mut last_sweep = Instant::now();
+    let mut handled_before = state.messages_handled.load(Ordering::Relaxed);
     loop {
         match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {
@@ -27,7 +30,13 @@ pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
                     sweep(&state);
                     last_sweep = Instant::now();
                 }
-                release_free_memory();
+                // Only once a burst is over: pages handed back in the middle of one would have to
+                // be faulted straight back in, which costs more than keeping them.
+                let handled = state.messages_handled.load(Ordering::Relaxed);
+                if handled == handled_before {
+                    release_free_memory();
+                }
+                handled_before = handled;
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }

@@ -17,6 +17,7 @@ const MAX_ECHOED_LEN: usize = 64;
 
 /// Handles one text frame from `from`.
 pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
+    state.messages_handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let message = match protocol::parse_client_message(text) {
         Ok(message) => message,
         Err(err) => {

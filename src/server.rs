@@ -40,6 +40,8 @@ pub(crate) struct ServerState {
     pub pending_handshakes: AtomicUsize,
     /// Client messages answered with an `error` since start (reported by `/stats`).
     rejected_messages: AtomicU64,
+    /// Messages handled since start; the sweeper reads it to tell a quiet server from a busy one.
+    pub messages_handled: AtomicU64,
     /// The state of each `BOOTSTRAP_HUBS` link (hub mode).
     pub bootstrap_links: BootstrapLinks,
 }
@@ -100,6 +102,7 @@ impl Server {
             next_serial: AtomicU64::new(1),
             pending_handshakes: AtomicUsize::new(0),
             rejected_messages: AtomicU64::new(0),
+            messages_handled: AtomicU64::new(0),
             bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),
         });
 
