@@ -698,7 +698,7 @@ pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
 /// reached and that relay fields and heartbeats are understood. The JavaScript hub logs and ignores it.
 pub fn hub_hello(hub: PeerId) -> String {
     let data = raw(format!("{{\"hubId\":\"{hub}\",\"capabilities\":[\"signaling\",\"relay\",\"{RS_CAPABILITY}\"]}}"));
-    to_json(&ServerMessage {
+    encode(ServerMessage {
         kind: "hub-hello",
         data: Some(&data),
         network_name: None,
@@ -711,7 +711,7 @@ pub fn hub_hello(hub: PeerId) -> String {
 
 /// `hub-heartbeat`: flooded by each PeerPigeon-rs hub so the others know it is still reachable.
 pub fn hub_heartbeat(relay: &Relay) -> String {
-    to_json(&ServerMessage {
+    encode(ServerMessage {
         kind: "hub-heartbeat",
         data: None,
         network_name: None,
@@ -724,7 +724,7 @@ pub fn hub_heartbeat(relay: &Relay) -> String {
 
 /// `peer-discovered` sent to another hub: a peer of `network` described by `data`.
 pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> String {
-    to_json(&ServerMessage {
+    encode(ServerMessage {
         kind: "peer-discovered",
         data: Some(data),
         network_name: Some(network),
@@ -738,7 +738,7 @@ pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> St
 /// `peer-disconnected` sent to another hub.
 pub fn link_peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, relay: &Relay) -> String {
     let data = departure_data(peer, is_hub, reason, unix_millis());
-    to_json(&ServerMessage {
+    encode(ServerMessage {
         kind: "peer-disconnected",
         data: Some(&data),
         network_name: Some(network),
@@ -758,7 +758,7 @@ pub fn link_signal(
     network: &str,
     relay: &Relay,
 ) -> String {
-    to_json(&ServerMessage {
+    encode(ServerMessage {
         kind: kind.as_str(),
         data,
         network_name: Some(network),
