@@ -15,11 +15,13 @@
 //!       peer-<id>-rx: read frames ─▶ router ─▶ registry ─▶ outbox of the target peer(s)
 //!       peer-<id>-tx: outbox ─▶ socket          (the only thread writing this peer's socket)
 //! sweeper (cleanup.rs): pings every peer, closes the idle ones
+//! hub mode: hub-link-<n> threads (hub_link.rs) to other hubs; relaying between hubs (mesh.rs)
 //! ```
 //!
 //! - `registry.rs` holds peers and networks behind one lock; `outbox.rs` is a peer's bounded queue.
 //! - `protocol.rs` is every message on the wire; `router.rs` decides where a message goes.
 //! - `server.rs` binds, starts the threads and shuts down; `config.rs` reads the environment.
+//! - `rate_limit.rs`, `auth.rs` and the limits in `config.rs` keep hostile clients in check.
 //!
 //! ## Example
 //!
