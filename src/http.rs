@@ -176,11 +176,12 @@ fn write_and_close<R: Read>(mut stream: TcpStream, reply: Response<R>, minor_ver
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
-    drain(&mut stream, LINGER);
+    drain(&stream, LINGER);
 }
 
-/// Reads and discards until the peer closes, an error, or `limit` has passed.
-pub(crate) fn drain(stream: &mut TcpStream, limit: Duration) {
+/// Reads and discards until the peer closes, an error, or `limit` has passed: the polite end of a
+/// connection, so that what we wrote last is not lost to a reset caused by unread input.
+pub(crate) fn drain(mut stream: &TcpStream, limit: Duration) {
     let deadline = Instant::now() + limit;
     let mut sink = [0u8; 4096];
     loop {

@@ -309,7 +309,6 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
     if !accepted {
         return Err("the hub's handshake reply has a wrong Sec-WebSocket-Accept".into());
     }
-    let _ = stream.set_read_timeout(None);
     Ok((stream, leftover))
 }
 

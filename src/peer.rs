@@ -226,18 +226,7 @@ pub(crate) enum Incoming<'a> {
 /// Lets the other side read our close frame: consumes what it still sends until it closes its
 /// side, or [`CLOSE_GRACE`] passes.
 pub(crate) fn linger(shared: &PeerShared) {
-    let mut stream = &shared.socket;
-    let deadline = Instant::now() + CLOSE_GRACE;
-    let mut sink = [0u8; 4096];
-    while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
-        if stream.set_read_timeout(Some(remaining.max(Duration::from_millis(1)))).is_err() {
-            break;
-        }
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    crate::http::drain(&shared.socket, CLOSE_GRACE);
 }
 
 /// The close code to answer a peer's close with. Codes that must never be sent (1005, 1006, 1015)

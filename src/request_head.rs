@@ -39,8 +39,9 @@ pub struct RequestHead {
     pub headers: Vec<(String, String)>,
 }
 
-/// Reads one request head from `stream`, waiting at most `timeout` in all.
-/// Returns the head's bytes and whatever arrived after it (the start of a WebSocket stream, if any).
+/// Reads one request head from `stream`, waiting at most `timeout` in all; on success the socket is
+/// left without a read timeout. Returns the head's bytes and whatever arrived after it (the start
+/// of a WebSocket stream, if any).
 pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
     let deadline = Instant::now() + timeout;
     let mut buffer = Vec::with_capacity(1024);
@@ -65,6 +66,9 @@ pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, 
         buffer.extend_from_slice(&chunk[..read]);
         if let Some(end) = find_head_end(&buffer[search_from..]) {
             let rest = buffer.split_off(search_from + end);
+            // The deadline was for the head only: whatever the socket is used for next (a peer that
+            // may stay quiet for minutes, a hub link) must not inherit it.
+            stream.set_read_timeout(None).map_err(HeadError::Io)?;
             return Ok((buffer, rest));
         }
         if buffer.len() > MAX_HEAD_LEN {

@@ -46,12 +46,6 @@ pub(crate) fn accept(mut stream: TcpStream, head: &RequestHead, leftover: Vec<u8
     if switch_protocols(&mut stream, head, key).is_err() {
         return;
     }
-    // The head was read with a deadline; a peer may then stay silent for as long as it likes (the
-    // sweeper's pings and idle timeout deal with dead ones). A lingering read timeout would cut
-    // off every quiet peer.
-    if stream.set_read_timeout(None).is_err() {
-        return;
-    }
 
     let Some(peer_id) = head.query_param("peerId").and_then(|id| PeerId::parse(&id)) else {
         return refuse(stream, "Invalid peerId format");
@@ -110,7 +104,6 @@ fn refuse(stream: TcpStream, reason: &'static str) {
     let close = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
     if socket.close(Some(close)).is_ok() {
         let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut stream = stream;
-        http::drain(&mut stream, REFUSAL_LINGER);
+        http::drain(&stream, REFUSAL_LINGER);
     }
 }
