@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT, http_get, http_raw, new_peer_id, refused, start, start_with, wait_stat};
+use common::{Client, WAIT, http_get, http_raw, new_peer_id, refused, start, start_with, wait_json, wait_stat};
 use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -257,17 +257,12 @@ fn twice_max_connections_leaves_no_thread_or_descriptor_behind() {
     wait_stat(addr, "connections", json!(0));
     // Threads and descriptors come back to where they were (the test process shares them, so allow
     // a little slack for the test's own threads).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = http_get(addr, "/health").json()["memory"].clone();
+    wait_json(addr, "/health", &format!("threads and fds back to {baseline}"), |health| {
+        let now = &health["memory"];
         let threads_back = now["threads"].as_u64() <= baseline["threads"].as_u64().map(|t| t + 2);
         let fds_back = now["openFds"].as_u64() <= baseline["openFds"].as_u64().map(|f| f + 2);
-        if threads_back && fds_back {
-            break;
-        }
-        assert!(Instant::now() < deadline, "leak: before {baseline}, after {now}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        threads_back && fds_back
+    });
     pair_still_works(addr);
 }
 

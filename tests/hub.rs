@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT, discovered_ids, http_get, start_with, wait_stat};
+use common::{Client, discovered_ids, http_get, start_with, wait_json, wait_stat};
 use peerpigeon::ServerHandle;
 use serde_json::{Value, json};
 
@@ -221,16 +221,10 @@ fn a_hub_skips_a_bootstrap_url_that_is_itself() {
         c.port_retries = 0;
         c.bootstrap_hubs = vec![format!("ws://127.0.0.1:{port}")];
     });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = http_get(server.local_addr(), "/hubstats").json();
-        if stats["bootstrapHubs"][0]["state"] == "skipped" {
-            assert_eq!(stats["links"].as_array().map(Vec::len), Some(0));
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stats}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let stats = wait_json(server.local_addr(), "/hubstats", "skipped self link", |stats| {
+        stats["bootstrapHubs"][0]["state"] == "skipped"
+    });
+    assert_eq!(stats["links"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]
@@ -249,17 +243,10 @@ fn hub_links_present_the_auth_token() {
     wait_links(b.local_addr(), 1);
     // And a hub without the token is refused.
     let outsider = hub(&[&a]);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = http_get(outsider.local_addr(), "/hubstats").json();
-        let error = stats["bootstrapHubs"][0]["lastError"].as_str().unwrap_or_default().to_string();
-        if error.contains("401") {
-            assert_eq!(stats["bootstrapHubs"][0]["connected"], false);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stats}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let stats = wait_json(outsider.local_addr(), "/hubstats", "a 401 refusal", |stats| {
+        stats["bootstrapHubs"][0]["lastError"].as_str().is_some_and(|e| e.contains("401"))
+    });
+    assert_eq!(stats["bootstrapHubs"][0]["connected"], false);
     assert_eq!(http_get(a.local_addr(), "/stats").json()["hubLinks"], 1);
 }
 

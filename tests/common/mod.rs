@@ -181,17 +181,23 @@ pub fn discovered_ids(messages: &[Value]) -> Vec<String> {
     ids
 }
 
-/// Waits until the server at `addr` reports `value` for `field` of `/stats`.
-pub fn wait_stat(addr: SocketAddr, field: &str, value: Value) {
+/// Polls `GET path` on `addr` until its JSON satisfies `ready` (failing the test after [`WAIT`]),
+/// and returns that JSON. The server's state changes on other threads; this is the bounded wait for it.
+pub fn wait_json(addr: SocketAddr, path: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let stats = http_get(addr, "/stats").json();
-        if stats[field] == value {
-            return;
+        let body = http_get(addr, path).json();
+        if ready(&body) {
+            return body;
         }
-        assert!(Instant::now() < deadline, "{addr}: expected /stats {field} = {value}, have {}", stats[field]);
+        assert!(Instant::now() < deadline, "{addr}{path}: no {what} within {WAIT:?}; last {body}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the server at `addr` reports `value` for `field` of `/stats`.
+pub fn wait_stat(addr: SocketAddr, field: &str, value: Value) {
+    wait_json(addr, "/stats", &format!("{field} = {value}"), |stats| stats[field] == value);
 }
 
 /// Reads the close frame of a connection the server refuses right after the upgrade.
