@@ -278,30 +278,34 @@ struct ServerMessage<'a> {
 /// Sender id of messages the server itself originates.
 const SYSTEM: &str = "system";
 
+impl<'a> ServerMessage<'a> {
+    /// A message of `kind` from the server itself, stamped now, for no one in particular: the
+    /// builders below set whatever else their message has (`..ServerMessage::from_system(..)`).
+    fn from_system(kind: &'a str, data: Option<&'a RawValue>) -> ServerMessage<'a> {
+        ServerMessage {
+            kind,
+            data,
+            network_name: None,
+            from_peer_id: SYSTEM,
+            target_peer_id: None,
+            timestamp: unix_millis(),
+            relay: None,
+        }
+    }
+}
+
 /// `connected`: the first message on every accepted connection.
 pub fn connected(peer: PeerId) -> String {
     let data = raw(format!("{{\"peerId\":\"{peer}\"}}"));
-    encode(ServerMessage {
-        kind: "connected",
-        data: Some(&data),
-        network_name: None,
-        from_peer_id: SYSTEM,
-        target_peer_id: None,
-        timestamp: unix_millis(),
-        relay: None,
-    })
+    encode(ServerMessage::from_system("connected", Some(&data)))
 }
 
 /// `peer-discovered`, telling `recipient` about the peer described by `data` (see [`discovery_data`]).
 pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> String {
     encode(ServerMessage {
-        kind: "peer-discovered",
-        data: Some(data),
         network_name: Some(network),
-        from_peer_id: SYSTEM,
         target_peer_id: Some(recipient.as_str()),
-        timestamp: unix_millis(),
-        relay: None,
+        ..ServerMessage::from_system("peer-discovered", Some(data))
     })
 }
 
@@ -313,13 +317,10 @@ pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str
     let now = unix_millis();
     let data = departure_data(peer, is_hub, reason, now);
     encode(ServerMessage {
-        kind: "peer-disconnected",
-        data: Some(&data),
         network_name: Some(network),
-        from_peer_id: SYSTEM,
         target_peer_id: Some(recipient.as_str()),
         timestamp: now,
-        relay: None,
+        ..ServerMessage::from_system("peer-disconnected", Some(&data))
     })
 }
 
@@ -341,13 +342,10 @@ fn departure_data(peer: PeerId, is_hub: bool, reason: &str, timestamp: u64) -> B
 /// **[ours]** (contract §3).
 pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: PeerId, network: &str) -> String {
     encode(ServerMessage {
-        kind: kind.as_str(),
-        data,
         network_name: Some(network),
         from_peer_id: from.as_str(),
         target_peer_id: Some(target.as_str()),
-        timestamp: unix_millis(),
-        relay: None,
+        ..ServerMessage::from_system(kind.as_str(), data)
     })
 }
 
@@ -356,13 +354,9 @@ pub fn pong(recipient: PeerId) -> String {
     let now = unix_millis();
     let data = raw(format!("{{\"timestamp\":{now}}}"));
     encode(ServerMessage {
-        kind: "pong",
-        data: Some(&data),
-        network_name: None,
-        from_peer_id: SYSTEM,
         target_peer_id: Some(recipient.as_str()),
         timestamp: now,
-        relay: None,
+        ..ServerMessage::from_system("pong", Some(&data))
     })
 }
 
@@ -698,40 +692,20 @@ pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
 /// reached and that relay fields and heartbeats are understood. The JavaScript hub logs and ignores it.
 pub fn hub_hello(hub: PeerId) -> String {
     let data = raw(format!("{{\"hubId\":\"{hub}\",\"capabilities\":[\"signaling\",\"relay\",\"{RS_CAPABILITY}\"]}}"));
-    encode(ServerMessage {
-        kind: "hub-hello",
-        data: Some(&data),
-        network_name: None,
-        from_peer_id: SYSTEM,
-        target_peer_id: None,
-        timestamp: unix_millis(),
-        relay: None,
-    })
+    encode(ServerMessage::from_system("hub-hello", Some(&data)))
 }
 
 /// `hub-heartbeat`: flooded by each PeerPigeon-rs hub so the others know it is still reachable.
 pub fn hub_heartbeat(relay: &Relay) -> String {
-    encode(ServerMessage {
-        kind: "hub-heartbeat",
-        data: None,
-        network_name: None,
-        from_peer_id: SYSTEM,
-        target_peer_id: None,
-        timestamp: unix_millis(),
-        relay: Some(relay),
-    })
+    encode(ServerMessage { relay: Some(relay), ..ServerMessage::from_system("hub-heartbeat", None) })
 }
 
 /// `peer-discovered` sent to another hub: a peer of `network` described by `data`.
 pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> String {
     encode(ServerMessage {
-        kind: "peer-discovered",
-        data: Some(data),
         network_name: Some(network),
-        from_peer_id: SYSTEM,
-        target_peer_id: None,
-        timestamp: unix_millis(),
         relay: Some(relay),
+        ..ServerMessage::from_system("peer-discovered", Some(data))
     })
 }
 
@@ -739,13 +713,9 @@ pub fn link_peer_discovered(data: &RawValue, network: &str, relay: &Relay) -> St
 pub fn link_peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, relay: &Relay) -> String {
     let data = departure_data(peer, is_hub, reason, unix_millis());
     encode(ServerMessage {
-        kind: "peer-disconnected",
-        data: Some(&data),
         network_name: Some(network),
-        from_peer_id: SYSTEM,
-        target_peer_id: None,
-        timestamp: unix_millis(),
         relay: Some(relay),
+        ..ServerMessage::from_system("peer-disconnected", Some(&data))
     })
 }
 
@@ -759,12 +729,10 @@ pub fn link_signal(
     relay: &Relay,
 ) -> String {
     encode(ServerMessage {
-        kind: kind.as_str(),
-        data,
         network_name: Some(network),
         from_peer_id: from.as_str(),
         target_peer_id: Some(target.as_str()),
-        timestamp: unix_millis(),
         relay: Some(relay),
+        ..ServerMessage::from_system(kind.as_str(), data)
     })
 }
