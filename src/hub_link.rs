@@ -37,6 +37,7 @@ const LINK_STACK: usize = 256 * 1024;
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkStatus {
     pub uri: String,
+    /// Whether `state` is `connected` (the reference's field; filled in by [`BootstrapLinks::snapshot`]).
     pub connected: bool,
     /// `connecting`, `connected`, `waiting` (to retry) or `skipped` (it is this hub itself).
     pub state: &'static str,
@@ -79,7 +80,8 @@ impl BootstrapLinks {
     }
 
     pub fn snapshot(&self) -> Vec<LinkStatus> {
-        self.statuses.lock().clone()
+        let statuses = self.statuses.lock();
+        statuses.iter().map(|s| LinkStatus { connected: s.state == "connected", ..s.clone() }).collect()
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut LinkStatus)) {
@@ -146,14 +148,13 @@ fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<(
                 crate::log_info!("hub link to {uri} is up");
                 links.update(index, |s| {
                     s.state = "connected";
-                    s.connected = true;
                     s.attempt_number = 0;
                     s.last_error = None;
                     s.connected_since = Some(unix_millis());
                 });
                 let outcome = serve_link(uri, stream, leftover, state);
                 links.update(index, |s| {
-                    s.connected = false;
+                    s.state = "waiting";
                     s.connected_since = None;
                     s.last_error = Some(format!("link lost: {}", outcome.reason));
                 });
