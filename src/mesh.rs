@@ -283,7 +283,7 @@ impl State {
 
     /// A remote peer became known (or newer): cache it, tell local peers, pass it on.
     fn learn_remote(&mut self, from_link: u64, message: &LinkMessage<'_>) {
-        let Some(config) = self.mesh.config.clone() else {
+        let Some((hub_id, max_hops)) = self.mesh.config.as_ref().map(|c| (c.hub_id, c.max_hops)) else {
             return;
         };
         let fields = PeerFields::of(message.data);
@@ -292,12 +292,15 @@ impl State {
         };
         let network = message.network();
         // Hubs are introduced by their links, not by discovery; our own peers echoed back are ours.
-        if fields.is_hub() || network == config.namespace || self.peers.contains_key(&peer) {
+        if fields.is_hub()
+            || self.mesh.config.as_ref().is_some_and(|c| c.namespace == network)
+            || self.peers.contains_key(&peer)
+        {
             return;
         }
         let relay = message.relay.as_ref();
         let origin = match relay.and_then(|r| r.origin.as_deref()).and_then(PeerId::parse) {
-            Some(hub) if hub == config.hub_id => return, // our own announcement came back around
+            Some(hub) if hub == hub_id => return, // our own announcement came back around
             Some(hub) => Origin::Hub(hub),
             None => Origin::Legacy(from_link),
         };
@@ -327,10 +330,10 @@ impl State {
         };
         let discovery = protocol::discovery_data(peer, false, message.data);
         self.notify_local(&network, |recipient| protocol::peer_discovered(&discovery, &network, recipient));
-        if hops <= config.max_hops {
+        if hops <= max_hops {
             let origin_text = match origin {
                 Origin::Hub(hub) => hub.to_string(),
-                Origin::Legacy(_) => config.hub_id.to_string(),
+                Origin::Legacy(_) => hub_id.to_string(),
             };
             let relay = Relay { id: new_relay_id(), origin: Some(origin_text), seq: Some(seq), hops };
             self.mesh.flood(
