@@ -46,6 +46,7 @@ mod http;
 mod hub_link;
 mod listener;
 pub mod log;
+mod malloc_tuning;
 mod mesh;
 mod outbox;
 mod peer;
@@ -62,6 +63,7 @@ mod upgrade;
 pub use config::{Config, ConfigError, ENV_HELP};
 pub use error::Error;
 pub use fd_limit::raise_open_file_limit;
+pub use malloc_tuning::reexec_with_malloc_tunables;
 pub use peer_id::PeerId;
 pub use server::{Server, ServerHandle};
 

@@ -32,6 +32,10 @@ fn main() -> ExitCode {
         };
     }
 
+    // First, before any thread or allocation matters: run with allocator settings suited to
+    // thousands of idle threads (this re-executes the binary once; see malloc_tuning.rs).
+    peerpigeon::reexec_with_malloc_tunables();
+
     // A value that is not valid Unicode is passed on as-is (lossily), so validation names it.
     let config = Config::from_env_vars(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
     let config = match config {
