@@ -12,8 +12,8 @@
 //! acceptor ──accept──▶ conn-<n>: read the request head ──┬─▶ HTTP reply (http.rs), close
 //!  (listener.rs)        (listener.rs, request_head.rs)    └─▶ upgrade (upgrade.rs) ─▶ registry
 //!                                                                    │
-//!       peer-<id>-rx: read frames ─▶ router ─▶ registry ─▶ outbox of the target peer(s)
-//!       peer-<id>-tx: outbox ─▶ socket          (the only thread writing this peer's socket)
+//!    <id>-reader (conn-<n> renamed): read frames ─▶ router ─▶ registry ─▶ outbox of the target peer(s)
+//!    <id>-writer: outbox ─▶ socket          (the only thread writing this peer's socket)
 //! sweeper (cleanup.rs): pings every peer, closes the idle ones
 //! hub mode: hub-link-<n> threads (hub_link.rs) to other hubs; relaying between hubs (mesh.rs)
 //! ```
@@ -58,6 +58,7 @@ mod registry;
 mod request_head;
 mod router;
 mod server;
+mod thread_name;
 mod upgrade;
 
 pub use config::{Config, ConfigError, ENV_HELP};

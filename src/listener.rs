@@ -1,7 +1,8 @@
 //! The accept loop, and the first moments of every connection: read its request head and decide
 //! whether it is an HTTP request or a WebSocket upgrade.
 //!
-//! The accept thread only accepts: each socket is handed to a short-lived `conn-<n>` thread at once,
+//! The accept thread only accepts: each socket is handed to its own `conn-<n>` thread at once (which
+//! answers an HTTP request, or becomes the reader of a WebSocket peer),
 //! so a client that connects and then says nothing (or dribbles its head byte by byte) holds up
 //! nobody but itself, and only until `HANDSHAKE_TIMEOUT_SECS`.
 
@@ -14,10 +15,13 @@ use std::time::Duration;
 
 use crate::request_head::{HeadError, RequestHead, read_head};
 use crate::server::ServerState;
-use crate::{http, upgrade};
+use crate::upgrade::AdmittedPeer;
+use crate::{http, peer, upgrade};
 
-/// Stack of a connection's first thread; it parses a head and writes a short reply.
-const HANDSHAKE_STACK: usize = 128 * 1024;
+/// Stack of a connection's thread. It parses the request head, and for a WebSocket it goes on to be
+/// the peer's reader, whose JSON decoding recurses (serde_json stops at 128 levels). Only the pages
+/// a thread touches cost memory; the rest is address space.
+const CONNECTION_STACK: usize = 256 * 1024;
 
 /// Accepts connections until the server shuts down.
 pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
@@ -49,8 +53,12 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
     }
     let serial = state.next_serial();
     let thread_state = state.clone();
-    let spawned = thread::Builder::new().name(format!("conn-{serial}")).stack_size(HANDSHAKE_STACK).spawn(move || {
-        handle_connection(stream, &thread_state);
+    let spawned = thread::Builder::new().name(format!("conn-{serial}")).stack_size(CONNECTION_STACK).spawn(move || {
+        // The handshake's stack frames are gone before a peer is served: this thread may live for
+        // hours as the peer's reader, and every stack page it ever touched stays resident.
+        if let Some(peer) = handle_connection(stream, &thread_state) {
+            peer::serve(peer, thread_state);
+        }
     });
     if let Err(err) = spawned {
         state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
@@ -67,23 +75,32 @@ impl Drop for PendingHandshake<'_> {
     }
 }
 
-fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) {
+/// Reads the request head and answers it: an HTTP reply, or the WebSocket handshake, which returns
+/// the admitted peer.
+fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) -> Option<AdmittedPeer> {
     let pending = PendingHandshake(state);
     // Signals are small and latency-bound: never let Nagle hold one back.
     let _ = stream.set_nodelay(true);
     let (head, leftover) = match read_head(&mut stream, state.config.handshake_timeout) {
         Ok(read) => read,
-        Err(err) => return reject_head(stream, err, state),
+        Err(err) => {
+            reject_head(stream, err, state);
+            return None;
+        }
     };
     let head = match RequestHead::parse(&head) {
         Ok(head) => head,
-        Err(err) => return reject_head(stream, err, state),
+        Err(err) => {
+            reject_head(stream, err, state);
+            return None;
+        }
     };
     drop(pending);
     if head.wants_websocket() {
-        upgrade::accept(stream, &head, leftover, state);
+        upgrade::accept(stream, &head, leftover, state)
     } else {
         http::respond(stream, &head, state);
+        None
     }
 }
 

@@ -1,4 +1,5 @@
-//! One connected peer's two threads: a reader (`peer-<id>-rx`) and a writer (`peer-<id>-tx`).
+//! One connected peer's two threads: a reader (`<id>-reader`: the connection's own `conn-<n>`
+//! thread, which read the request head, renamed) and a writer (`<id>-writer`).
 //!
 //! The **reader** decodes frames and hands text to the router. It never writes: tungstenite would
 //! answer pings and closes itself, so the reader's view of the socket swallows writes
@@ -30,9 +31,9 @@ use crate::protocol::{self, error_code};
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::router;
 use crate::server::{ServerState, contain_panic};
+use crate::thread_name::rename_current_thread;
+use crate::upgrade::AdmittedPeer;
 
-/// Reader stack: JSON decoding recurses (serde_json stops at 128 levels), so it gets the most.
-const READER_STACK: usize = 256 * 1024;
 /// Writer stack: it only frames and writes bytes.
 const WRITER_STACK: usize = 128 * 1024;
 /// The reader's initial message buffer (tungstenite also keeps a 4 KiB read chunk). Most messages
@@ -45,27 +46,28 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a close frame, how long to wait for the peer's own close before cutting the socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 
-/// Starts the reader and writer of a newly registered peer.
-pub(crate) fn spawn_threads(
-    handle: Arc<PeerHandle>,
-    outbox: Receiver<Outbound>,
-    shared: Arc<PeerShared>,
-    leftover: Vec<u8>,
-    state: Arc<ServerState>,
-) -> io::Result<()> {
+/// Serves a newly registered peer: starts its writer thread, then runs its reader on the calling
+/// thread (the connection's own thread, which read the request head) until the connection ends.
+/// If the writer cannot be started the peer is dropped at once.
+pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
+    let AdmittedPeer { handle, outbox, shared, leftover } = peer;
     let short = handle.peer_id.short().to_string();
     let writer_shared = shared.clone();
-    let writer_name = format!("peer-{short}-tx");
-    thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
+    let writer_name = format!("{short}-writer");
+    let spawned = thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
         contain_panic(&writer_name, || run_writer(outbox, writer_shared.clone(), Role::Server));
         // However the writer ended, the connection ends with it; the reader then cleans up.
         writer_shared.kill();
-    })?;
-    let reader_name = format!("peer-{short}-rx");
-    thread::Builder::new().name(reader_name.clone()).stack_size(READER_STACK).spawn(move || {
-        contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
-    })?;
-    Ok(())
+    });
+    if let Err(err) = spawned {
+        crate::log_warn!("cannot start a writer thread for peer {short}: {err}");
+        state.registry.unregister(handle.peer_id, handle.serial, "server overloaded");
+        handle.kill();
+        return;
+    }
+    let reader_name = format!("{short}-reader");
+    rename_current_thread(&reader_name);
+    contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
 }
 
 /// The reader's view of the socket: reads go to the socket, writes are dropped (see module docs).

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub const MAX_HEAD_LEN: usize = 16 * 1024;
 /// Most header lines accepted in one head.
 const MAX_HEADERS: usize = 100;
+/// Bytes asked of the socket per read while the head comes in.
+const READ_CHUNK: usize = 2048;
 
 /// Why a request head could not be read.
 #[derive(Debug)]
@@ -44,26 +46,30 @@ pub struct RequestHead {
 /// of a WebSocket stream, if any).
 pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
     let deadline = Instant::now() + timeout;
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    // Read straight into the heap buffer, not into a chunk on the stack: this thread goes on to be
+    // a long-lived peer reader, and every stack page it ever touches stays resident.
+    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(HeadError::TimedOut);
         }
         stream.set_read_timeout(Some(remaining)).map_err(HeadError::Io)?;
-        let read = match stream.read(&mut chunk) {
+        let filled = buffer.len();
+        buffer.resize(filled + READ_CHUNK, 0);
+        let result = stream.read(&mut buffer[filled..]);
+        buffer.truncate(filled + *result.as_ref().unwrap_or(&0));
+        match result {
             Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(read) => read,
+            Ok(_) => {}
             Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(HeadError::TimedOut);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(HeadError::Io(err)),
-        };
+        }
         // Only the bytes that can complete a terminator need searching again.
-        let search_from = buffer.len().saturating_sub(3);
-        buffer.extend_from_slice(&chunk[..read]);
+        let search_from = filled.saturating_sub(3);
         if let Some(end) = find_head_end(&buffer[search_from..]) {
             let rest = buffer.split_off(search_from + end);
             // The deadline was for the head only: whatever the socket is used for next (a peer that

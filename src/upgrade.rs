@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use tiny_http::{HTTPVersion, Header, Response};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -16,8 +17,7 @@ use tungstenite::protocol::{Role, WebSocket};
 
 use crate::auth;
 use crate::http;
-use crate::outbox::new_peer;
-use crate::peer;
+use crate::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
 use crate::peer_id::PeerId;
 use crate::protocol;
 use crate::request_head::RequestHead;
@@ -26,14 +26,30 @@ use crate::server::ServerState;
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
-/// Completes (or refuses) the WebSocket handshake on `stream` and, if all is well, starts the peer.
+/// A peer that completed the handshake and is registered: what its reader and writer need.
+pub(crate) struct AdmittedPeer {
+    pub handle: Arc<PeerHandle>,
+    pub outbox: Receiver<Outbound>,
+    pub shared: Arc<PeerShared>,
+    /// Bytes of the WebSocket stream that arrived with the request head.
+    pub leftover: Vec<u8>,
+}
+
+/// Completes (or refuses) the WebSocket handshake on `stream`; if all is well, the peer is
+/// registered (and told `connected`) and returned, to be served by [`crate::peer::serve`].
 /// `leftover` holds any bytes the client sent after its request head.
-pub(crate) fn accept(mut stream: TcpStream, head: &RequestHead, leftover: Vec<u8>, state: &Arc<ServerState>) {
+pub(crate) fn accept(
+    mut stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+    state: &Arc<ServerState>,
+) -> Option<AdmittedPeer> {
     let key = match check_handshake(head) {
         Ok(key) => key,
         Err(problem) => {
             let extra = Some(("Sec-WebSocket-Version", "13"));
-            return http::reply_error_with(stream, 400, problem, state, extra);
+            http::reply_error_with(stream, 400, problem, state, extra);
+            return None;
         }
     };
     if let Some(token) = &state.config.auth_token
@@ -41,33 +57,33 @@ pub(crate) fn accept(mut stream: TcpStream, head: &RequestHead, leftover: Vec<u8
     {
         crate::log_debug!("refused an upgrade without a valid token");
         let extra = Some(("WWW-Authenticate", "Bearer"));
-        return http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
+        http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
+        return None;
     }
-    if switch_protocols(&mut stream, head, key).is_err() {
-        return;
-    }
+    switch_protocols(&mut stream, head, key).ok()?;
 
     let Some(peer_id) = head.query_param("peerId").and_then(|id| PeerId::parse(&id)) else {
-        return refuse(stream, "Invalid peerId format");
+        refuse(stream, "Invalid peerId format");
+        return None;
     };
     let serial = state.next_serial();
     let socket = match stream.try_clone() {
         Ok(socket) => socket,
-        Err(_) => return refuse(stream, "Server cannot accept more connections"),
+        Err(_) => {
+            refuse(stream, "Server cannot accept more connections");
+            return None;
+        }
     };
     let (handle, outbox, shared) = new_peer(peer_id, serial, socket, state.config.max_queued_bytes);
     if let Err(refusal) = state.registry.register(handle.clone()) {
         crate::log_debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
-        return refuse(stream, refusal.close_reason());
+        refuse(stream, refusal.close_reason());
+        return None;
     }
     drop(stream);
     handle.send_text(protocol::connected(peer_id));
     crate::log_debug!("peer {} connected from {:?}", peer_id.short(), handle.remote_addr);
-    if let Err(err) = peer::spawn_threads(handle.clone(), outbox, shared, leftover, state.clone()) {
-        crate::log_warn!("cannot start threads for peer {}: {err}", peer_id.short());
-        state.registry.unregister(peer_id, serial, "server overloaded");
-        handle.kill();
-    }
+    Some(AdmittedPeer { handle, outbox, shared, leftover })
 }
 
 /// The `Sec-WebSocket-Key` of a well-formed upgrade request, or what is wrong with it.
