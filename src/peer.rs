@@ -6,8 +6,9 @@
 //! ([`ReadOnly`]) and the reader queues the pong or close echo for the writer instead.
 //!
 //! The **writer** is the only thread that writes frames to the socket. It drains the peer's queue,
-//! writing everything that is waiting before one flush. After a close frame it waits briefly for the
-//! peer to close too, then shuts the socket down.
+//! writing everything that is waiting (after yielding once, so that a burst lands in one batch)
+//! before one flush. After a close frame it waits briefly for the peer to close too, then shuts the
+//! socket down.
 //!
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
@@ -250,6 +251,7 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
     'connection: while let Ok(first) = outbox.recv() {
         let mut next = Some(first);
         let mut closing = false;
+        let mut yielded = false;
         while let Some(item) = next {
             shared.dequeued(&item);
             closing = matches!(item, Outbound::Close(..));
@@ -266,6 +268,16 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
                 break;
             }
             next = outbox.try_recv().ok();
+            if next.is_none() && !yielded {
+                // Before writing, yield once: the threads producing for this peer get a chance to
+                // add to the batch. When nothing else is runnable this returns at once; in a burst
+                // (a thousand peers announcing) it turns one write and one wake-up per message into
+                // one per batch: full discovery of 1,000 peers went from ~13 s to ~4 s of wall time
+                // and from ~16 s to ~6 s of server CPU on the 2-core test machine.
+                yielded = true;
+                thread::yield_now();
+                next = outbox.try_recv().ok();
+            }
         }
         if stream.write_all(&buffer).and_then(|()| stream.flush()).is_err() || closing {
             break;
