@@ -251,7 +251,6 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
     'connection: while let Ok(first) = outbox.recv() {
         let mut next = Some(first);
         let mut closing = false;
-        let mut yielded = false;
         while let Some(item) = next {
             shared.dequeued(&item);
             closing = matches!(item, Outbound::Close(..));
@@ -268,13 +267,11 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
                 break;
             }
             next = outbox.try_recv().ok();
-            if next.is_none() && !yielded {
-                // Before writing, yield once: the threads producing for this peer get a chance to
-                // add to the batch. When nothing else is runnable this returns at once; in a burst
-                // (a thousand peers announcing) it turns one write and one wake-up per message into
-                // one per batch: full discovery of 1,000 peers went from ~13 s to ~4 s of wall time
-                // and from ~16 s to ~6 s of server CPU on the 2-core test machine.
-                yielded = true;
+            if next.is_none() {
+                // Before writing, yield: the threads producing for this peer get a chance to add
+                // to the batch, and as long as they do, the batch grows (up to WRITE_BUFFER). When
+                // nothing else is runnable this returns at once; in a burst (a thousand peers
+                // announcing) it turns one write and one wake-up per message into one per batch.
                 thread::yield_now();
                 next = outbox.try_recv().ok();
             }
