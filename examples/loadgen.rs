@@ -11,6 +11,8 @@
 //!
 //! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
 //!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
+//!   Meanwhile `GET /health` is polled every 100 ms: its latency shows whether the server stays
+//!   responsive (`health`: p50/p99/max ms, failures).
 //! - `relay`, closed loop (`--inflight W`): every peer keeps W offers of `--size` bytes (2 KB) in
 //!   flight to random peers of its network, each answered by its target; reports signals per second.
 //! - `relay`, open loop (`--rate R`): offers go out at R per second in total, each stamped with its
@@ -289,9 +291,15 @@ fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
 
 fn connect_scenario(o: &Options) -> Value {
     let before = process_stats(o.pid);
-    let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
-    let sizes = network_sizes(&peers);
-    let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+    let stop_polling = AtomicBool::new(false);
+    let (peers, failures, discovery, health) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| poll_health(&o.url, &stop_polling));
+        let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
+        let sizes = network_sizes(&peers);
+        let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+        stop_polling.store(true, Ordering::Relaxed);
+        (peers, failures, discovery, poller.join().unwrap_or(Value::Null))
+    });
     // Let the server settle (queues drained, buffers returned) before reading its memory; with
     // `--settle` longer than the server's sweep interval, freed memory has been handed back too.
     std::thread::sleep(Duration::from_secs_f64(o.settle));
@@ -304,7 +312,39 @@ fn connect_scenario(o: &Options) -> Value {
     };
     json!({"scenario": "connect", "peers": peers.len(), "networks": o.networks, "failures": failures,
            "fullDiscoveryMs": discovery["fullDiscoveryMs"], "messagesReceived": discovery["messagesReceived"],
-           "incompletePeers": discovery["incompletePeers"], "rssPerPeerKiB": per_peer, "serverBefore": before, "serverAfter": after})
+           "incompletePeers": discovery["incompletePeers"], "rssPerPeerKiB": per_peer, "health": health,
+           "serverBefore": before, "serverAfter": after})
+}
+
+/// Asks the server for `GET /health` every 100 ms (a fresh connection each time, as a monitor
+/// would) until `stop`; reports how long the answers took and how many failed (5 s timeout).
+fn poll_health(url: &str, stop: &AtomicBool) -> Value {
+    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
+    let mut times = Vec::new();
+    let mut failures = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        if health_ok(&host) {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(started.elapsed()));
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied();
+    json!({"polls": times.len() + failures, "failures": failures, "p50Ms": pct(0.5), "p99Ms": pct(0.99), "maxMs": times.last()})
+}
+
+fn health_ok(host: &str) -> bool {
+    let limit = Duration::from_secs(5);
+    let Ok(mut stream) = TcpStream::connect(host) else { return false };
+    let _ = stream.set_read_timeout(Some(limit));
+    let request = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut reply = Vec::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_end(&mut reply).is_ok()
+        && reply.starts_with(b"HTTP/1.1 200")
 }
 
 // ------------------------------------------------------------------------------------------------

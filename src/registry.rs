@@ -5,11 +5,17 @@
 //! letting go. Queueing is a non-blocking channel push, never socket I/O, so holding the lock for it is
 //! cheap, and it is what keeps every peer's view consistent: a peer can never hear that someone left
 //! and then, from a slower thread, that the same someone arrived.
+//!
+//! The counts `/health` and `/stats` report are published to atomics whenever the lock is let go
+//! ([`Locked`]), so monitoring never waits for the lock: in an announce storm a thousand readers
+//! queue for it, and a health check behind them used to take a second.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -98,12 +104,16 @@ pub(crate) struct State {
     pub peers: HashMap<PeerId, PeerEntry>,
     pub networks: HashMap<Arc<str>, HashSet<PeerId>>,
     pub mesh: MeshState,
+    /// Announced peers whose announcement says they are hubs.
+    hub_count: usize,
     shutting_down: bool,
 }
 
 /// The server's table of peers and networks.
 pub struct Registry {
     state: Mutex<State>,
+    /// The counts as of the last time the lock was let go.
+    published: PublishedCounts,
     /// Signalled when the last peer leaves, for shutdown to wait on.
     emptied: Condvar,
     max_connections: usize,
@@ -112,20 +122,30 @@ pub struct Registry {
 impl Registry {
     /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
     pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
-        let state =
-            State { peers: HashMap::new(), networks: HashMap::new(), mesh: MeshState::new(mesh), shutting_down: false };
-        Registry { state: Mutex::new(state), emptied: Condvar::new(), max_connections }
+        let state = State {
+            peers: HashMap::new(),
+            networks: HashMap::new(),
+            mesh: MeshState::new(mesh),
+            hub_count: 0,
+            shutting_down: false,
+        };
+        Registry {
+            state: Mutex::new(state),
+            published: PublishedCounts::default(),
+            emptied: Condvar::new(),
+            max_connections,
+        }
     }
 
-    /// The lock itself, for `mesh.rs`.
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
-        self.state.lock()
+    /// Takes the lock (also used by `mesh.rs`); the counts are published when it is let go.
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked { guard: self.state.lock(), published: &self.published }
     }
 
     /// Admits a new connection. A previous connection under the same id that is already closing is
     /// replaced (and its network told it left); a live one makes this one a duplicate.
     pub fn register(&self, handle: Arc<PeerHandle>) -> Result<(), RegisterError> {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         if state.shutting_down {
             return Err(RegisterError::ShuttingDown);
         }
@@ -152,7 +172,7 @@ impl Registry {
     /// Forgets connection `serial` of `peer` and tells its network it left with `reason`.
     /// Does nothing if that connection was already replaced or removed.
     pub fn unregister(&self, peer: PeerId, serial: u64, reason: &str) {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         if state.peers.get(&peer).is_some_and(|entry| entry.handle.serial == serial) {
             state.remove(peer, reason);
             if state.peers.is_empty() {
@@ -163,9 +183,9 @@ impl Registry {
 
     /// Waits until no peer is registered, or `deadline`. Returns whether it emptied.
     pub fn wait_until_empty(&self, deadline: std::time::Instant) -> bool {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         while !state.peers.is_empty() {
-            if self.emptied.wait_until(&mut state, deadline).timed_out() {
+            if self.emptied.wait_until(&mut state.guard, deadline).timed_out() {
                 return state.peers.is_empty();
             }
         }
@@ -177,7 +197,7 @@ impl Registry {
     /// newcomer hears about each of them (contract §2). Announcing again re-sends both directions,
     /// as the reference does.
     pub fn announce(&self, peer: PeerId, network: &str, is_hub: bool, discovery: Box<RawValue>) {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let state = &mut *guard;
         let Some(entry) = state.peers.get(&peer) else {
             return;
@@ -189,7 +209,14 @@ impl Registry {
         let seq = state.mesh.next_stamp();
         if let Some(entry) = state.peers.get_mut(&peer) {
             let announced_at = unix_millis();
-            entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, announced_at, seq });
+            let previous = entry.announced.replace(Announcement {
+                network: network.clone(),
+                is_hub,
+                discovery,
+                announced_at,
+                seq,
+            });
+            state.hub_count = state.hub_count + usize::from(is_hub) - usize::from(previous.is_some_and(|p| p.is_hub));
         }
 
         {
@@ -227,7 +254,7 @@ impl Registry {
     /// Takes `peer` out of its network and tells the others it left with `reason` (a `goodbye`).
     /// The connection stays registered and may announce again.
     pub fn leave(&self, peer: PeerId, reason: &str) {
-        self.state.lock().leave_network(peer, reason);
+        self.lock().leave_network(peer, reason);
     }
 
     /// Delivers a `kind` signal from local peer `sender` to `target`, both announced in `network`
@@ -240,7 +267,7 @@ impl Registry {
         kind: SignalKind,
         data: Option<&RawValue>,
     ) -> Result<(), RouteError> {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let sender_network = state.peers.get(&sender).and_then(|e| e.announced.as_ref()).map(|a| &a.network);
         if sender_network.is_none_or(|n| &**n != network) {
             return Err(RouteError::NotInNetwork);
@@ -263,31 +290,31 @@ impl Registry {
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
     pub fn handles(&self) -> Vec<Arc<PeerHandle>> {
-        self.state.lock().peers.values().map(|e| e.handle.clone()).collect()
+        self.lock().peers.values().map(|e| e.handle.clone()).collect()
     }
 
     /// Refuses new connections and stops leave notices (everyone is leaving), then returns every
     /// connection so that it can be closed.
     pub fn begin_shutdown(&self) -> Vec<Arc<PeerHandle>> {
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         state.shutting_down = true;
         state.peers.values().map(|e| e.handle.clone()).collect()
     }
 
     /// Current counts for the HTTP endpoints.
     pub fn counts(&self) -> Counts {
-        let state = self.state.lock();
+        let peers = self.published.peers.load(Ordering::Relaxed);
         Counts {
-            connections: state.peers.len(),
-            peers: state.peers.len(),
-            hubs: state.peers.values().filter(|e| e.announced.as_ref().is_some_and(|a| a.is_hub)).count(),
-            networks: state.networks.len(),
+            connections: peers,
+            peers,
+            hubs: self.published.hubs.load(Ordering::Relaxed),
+            networks: self.published.networks.load(Ordering::Relaxed),
         }
     }
 
     /// The connected peers that announced as hubs.
     pub fn hubs(&self) -> Vec<HubInfo> {
-        let state = self.state.lock();
+        let state = self.lock();
         let mut hubs: Vec<HubInfo> = state
             .peers
             .values()
@@ -307,6 +334,42 @@ impl Registry {
     }
 }
 
+/// The registry's lock, held. Derefs to the [`State`]; letting it go publishes the counts.
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    published: &'a PublishedCounts,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let published = self.published;
+        published.peers.store(self.guard.peers.len(), Ordering::Relaxed);
+        published.hubs.store(self.guard.hub_count, Ordering::Relaxed);
+        published.networks.store(self.guard.networks.len(), Ordering::Relaxed);
+    }
+}
+
+/// Counts readable without the lock (see the module docs).
+#[derive(Default)]
+struct PublishedCounts {
+    peers: AtomicUsize,
+    hubs: AtomicUsize,
+    networks: AtomicUsize,
+}
+
 impl State {
     /// Adds `peer` to `network`'s member set, creating it, and returns the shared network name.
     fn join_network(&mut self, peer: PeerId, network: &str) -> Arc<str> {
@@ -324,6 +387,7 @@ impl State {
         let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else {
             return;
         };
+        self.hub_count -= usize::from(announced.is_hub);
         let network = announced.network;
         if let Some(members) = self.networks.get_mut(&network) {
             members.remove(&peer);
@@ -404,6 +468,38 @@ mod tests {
         // The stale connection's own cleanup must not remove its replacement.
         registry.unregister(a.handle.peer_id, a.handle.serial, "closed");
         assert_eq!(registry.counts().connections, 2);
+    }
+
+    #[test]
+    fn published_counts_follow_hubs_networks_and_departures() {
+        let registry = Registry::new(10, None);
+        let (a, b) = (peer(1, 1), peer(2, 2));
+        for p in [&a, &b] {
+            registry.register(p.handle.clone()).unwrap();
+        }
+        let announce_as = |p: &TestPeer, network: &str, is_hub: bool| {
+            let id = p.handle.peer_id;
+            registry.announce(id, network, is_hub, protocol::discovery_data(id, is_hub, None));
+        };
+        let counts = |registry: &Registry| {
+            let c = registry.counts();
+            (c.peers, c.hubs, c.networks)
+        };
+        assert_eq!(counts(&registry), (2, 0, 0));
+        announce_as(&a, "mesh", true);
+        announce_as(&b, "one", false);
+        assert_eq!(counts(&registry), (2, 1, 2));
+        // Announcing again as a plain peer, in the same network or another, is no longer a hub.
+        announce_as(&a, "mesh", true);
+        assert_eq!(counts(&registry), (2, 1, 2));
+        announce_as(&a, "one", false);
+        assert_eq!(counts(&registry), (2, 0, 1));
+        announce_as(&a, "mesh", true);
+        registry.leave(a.handle.peer_id, "goodbye");
+        assert_eq!(counts(&registry), (2, 0, 1));
+        announce_as(&a, "mesh", true);
+        registry.unregister(a.handle.peer_id, a.handle.serial, "closed");
+        assert_eq!(counts(&registry), (1, 0, 1));
     }
 
     #[test]
