@@ -58,6 +58,7 @@ mod registry;
 mod request_head;
 mod router;
 mod server;
+mod thread_budget;
 mod thread_name;
 mod upgrade;
 

@@ -51,9 +51,16 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         crate::log_warn!("{limit} sockets are still sending their request head; refusing a connection");
         return;
     }
+    // The bound the system puts on threads (see thread_budget.rs): past it, new sockets are closed.
+    let Some(slot) = state.thread_budget.try_take() else {
+        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
+        crate::log_warn!("no room for another thread (vm.max_map_count); refusing a connection");
+        return;
+    };
     let serial = state.next_serial();
     let thread_state = state.clone();
     let spawned = thread::Builder::new().name(format!("conn-{serial}")).stack_size(CONNECTION_STACK).spawn(move || {
+        let _slot = slot;
         // The handshake's stack frames are gone before a peer is served: this thread may live for
         // hours as the peer's reader, and every stack page it ever touched stays resident.
         if let Some(peer) = handle_connection(stream, &thread_state) {

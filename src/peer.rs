@@ -51,11 +51,12 @@ const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 /// thread (the connection's own thread, which read the request head) until the connection ends.
 /// If the writer cannot be started the peer is dropped at once.
 pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
-    let AdmittedPeer { handle, outbox, shared, leftover } = peer;
+    let AdmittedPeer { handle, outbox, shared, leftover, writer_slot } = peer;
     let short = handle.peer_id.short().to_string();
     let writer_shared = shared.clone();
     let writer_name = format!("{short}-writer");
     let spawned = thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
+        let _slot = writer_slot;
         contain_panic(&writer_name, || run_writer(outbox, writer_shared.clone(), Role::Server));
         // However the writer ended, the connection ends with it; the reader then cleans up.
         writer_shared.kill();

@@ -20,6 +20,7 @@ use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
+use crate::thread_budget::ThreadBudget;
 use crate::{cleanup, listener};
 
 /// How long shutdown waits for peers to answer the 1001 close before cutting them off.
@@ -44,6 +45,8 @@ pub(crate) struct ServerState {
     pub messages_handled: AtomicU64,
     /// The state of each `BOOTSTRAP_HUBS` link (hub mode).
     pub bootstrap_links: BootstrapLinks,
+    /// Connection and writer threads may only start with a slot from here (`thread_budget.rs`).
+    pub thread_budget: Arc<ThreadBudget>,
 }
 
 impl ServerState {
@@ -104,7 +107,9 @@ impl Server {
             rejected_messages: AtomicU64::new(0),
             messages_handled: AtomicU64::new(0),
             bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),
+            thread_budget: ThreadBudget::for_this_system(),
         });
+        warn_if_threads_are_short(&state);
 
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
@@ -211,6 +216,23 @@ pub(crate) fn contain_panic(thread: &str, body: impl FnOnce()) {
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
         crate::log_error!("thread {thread} panicked: {message}; its connection was closed, nothing else was affected");
+    }
+}
+
+/// Says so at start if the system's mapping limit cannot give `MAX_CONNECTIONS` peers their two
+/// threads each, and what to raise it to.
+fn warn_if_threads_are_short(state: &ServerState) {
+    let config = &state.config;
+    let wanted = 2 * config.max_connections + config.max_pending_handshakes.min(config.max_connections);
+    let limit = state.thread_budget.limit();
+    if wanted > limit {
+        crate::log_warn!(
+            "vm.max_map_count leaves room for about {limit} threads, {} peers at two threads each; MAX_CONNECTIONS={} \
+             needs more. Past it connections are refused. Raise it: sysctl -w vm.max_map_count={}",
+            limit / 2,
+            config.max_connections,
+            (wanted * 5 + 4096).next_power_of_two()
+        );
     }
 }
 

@@ -22,6 +22,7 @@ use crate::peer_id::PeerId;
 use crate::protocol;
 use crate::request_head::RequestHead;
 use crate::server::ServerState;
+use crate::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
 
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
@@ -33,6 +34,8 @@ pub(crate) struct AdmittedPeer {
     pub shared: Arc<PeerShared>,
     /// Bytes of the WebSocket stream that arrived with the request head.
     pub leftover: Vec<u8>,
+    /// The writer thread's place in the thread budget.
+    pub writer_slot: ThreadSlot,
 }
 
 /// Completes (or refuses) the WebSocket handshake on `stream`; if all is well, the peer is
@@ -66,6 +69,12 @@ pub(crate) fn accept(
         refuse(stream, "Invalid peerId format");
         return None;
     };
+    // The peer's writer will be a second thread: make sure there is room for it before admitting.
+    let Some(writer_slot) = state.thread_budget.try_take_leaving(RESERVED_FOR_HTTP) else {
+        crate::log_warn!("no room for another thread (vm.max_map_count); refusing peer {}", peer_id.short());
+        refuse(stream, "Server cannot accept more connections");
+        return None;
+    };
     let serial = state.next_serial();
     let socket = match stream.try_clone() {
         Ok(socket) => socket,
@@ -83,7 +92,7 @@ pub(crate) fn accept(
     drop(stream);
     handle.send_text(protocol::connected(peer_id));
     crate::log_debug!("peer {} connected from {:?}", peer_id.short(), handle.remote_addr);
-    Some(AdmittedPeer { handle, outbox, shared, leftover })
+    Some(AdmittedPeer { handle, outbox, shared, leftover, writer_slot })
 }
 
 /// The `Sec-WebSocket-Key` of a well-formed upgrade request, or what is wrong with it.

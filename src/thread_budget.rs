@@ -1,0 +1,111 @@
+//! A cap on the connection threads the server runs, derived from the kernel's limit on a process's
+//! memory mappings.
+//!
+//! Every thread costs about four mappings: its stack and the stack's guard page, and the alternate
+//! signal stack (plus guard) that Rust's standard library gives each thread to report stack
+//! overflows. Linux caps a process at `vm.max_map_count` mappings (65,530 by default). Past the cap
+//! the kernel does not fail gracefully for us: when a new thread cannot map its signal stack, its
+//! start-up panics outside any code that could catch it and **the whole process aborts** (seen at
+//! about 8,200 peers on a default system). So each connection thread and each writer thread takes
+//! a [`ThreadSlot`] first; with none left, the connection is refused and everyone else is served.
+//!
+//! The budget is `(max_map_count - mappings at start - headroom) / MAPS_PER_THREAD`, with a
+//! mapping of slack per thread for buffers big enough to be mapped on their own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Mappings counted per thread: stack, guard, signal stack, its guard, and one spare.
+const MAPS_PER_THREAD: usize = 5;
+/// Mappings kept free for everything else (allocator arenas, the listener, hub links, ...).
+const HEADROOM_MAPS: usize = 1024;
+/// Threads that peers can never take: when peers have taken all the others, there is still room to
+/// answer `/health` and to refuse newcomers with a proper close.
+pub(crate) const RESERVED_FOR_HTTP: usize = 64;
+
+/// How many connection threads may run at once, and how many do.
+#[derive(Debug)]
+pub(crate) struct ThreadBudget {
+    live: AtomicUsize,
+    limit: usize,
+}
+
+/// One thread's place in the budget, given back when dropped (normally when the thread ends).
+#[derive(Debug)]
+pub(crate) struct ThreadSlot(Arc<ThreadBudget>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ThreadBudget {
+    /// A budget of `limit` threads.
+    pub fn new(limit: usize) -> Arc<ThreadBudget> {
+        Arc::new(ThreadBudget { live: AtomicUsize::new(0), limit })
+    }
+
+    /// The budget this system allows, read from `/proc` (unlimited where it cannot be read).
+    pub fn for_this_system() -> Arc<ThreadBudget> {
+        ThreadBudget::new(system_limit().unwrap_or(usize::MAX))
+    }
+
+    /// The most threads this budget allows.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes a slot, or `None` if all are taken.
+    pub fn try_take(self: &Arc<Self>) -> Option<ThreadSlot> {
+        self.try_take_leaving(0)
+    }
+
+    /// Takes a slot if at least `spare` others stay free afterwards.
+    pub fn try_take_leaving(self: &Arc<Self>, spare: usize) -> Option<ThreadSlot> {
+        let taken = self.live.fetch_add(1, Ordering::Relaxed);
+        if taken.saturating_add(spare) >= self.limit {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ThreadSlot(self.clone()))
+    }
+}
+
+/// Threads the mapping limit leaves room for, on Linux.
+fn system_limit() -> Option<usize> {
+    let max_maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()?;
+    let maps_now = std::fs::read_to_string("/proc/self/maps").ok()?.lines().count();
+    Some(max_maps.saturating_sub(maps_now + HEADROOM_MAPS) / MAPS_PER_THREAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_run_out_and_come_back() {
+        let budget = ThreadBudget::new(2);
+        let a = budget.try_take();
+        let b = budget.try_take();
+        assert!(a.is_some() && b.is_some());
+        assert!(budget.try_take().is_none());
+        drop(a);
+        assert!(budget.try_take().is_some());
+    }
+
+    #[test]
+    fn a_spare_can_be_kept_free() {
+        let budget = ThreadBudget::new(3);
+        let a = budget.try_take_leaving(1);
+        let b = budget.try_take_leaving(1);
+        assert!(a.is_some() && b.is_some());
+        assert!(budget.try_take_leaving(1).is_none());
+        assert!(budget.try_take().is_some());
+    }
+
+    #[test]
+    fn this_system_allows_some_threads() {
+        assert!(ThreadBudget::for_this_system().limit() > 100);
+    }
+}
