@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex, OnceLock};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -100,6 +100,10 @@ fn usage() -> ! {
 
 fn main() {
     let options = parse_options();
+    // A thread per simulated peer: give the kernel's futex table room for them (see the server's
+    // src/futex_hash.rs), or the load generator itself stalls at thousands of peers.
+    peerpigeon::size_futex_hash_for_threads(options.peers.max(options.workers) + 64);
+    peerpigeon::raise_open_file_limit();
     let result = match options.scenario.as_str() {
         "connect" => connect_scenario(&options),
         "relay" => relay_scenario(&options),
@@ -122,22 +126,41 @@ fn now_us() -> u64 {
 /// A socket half for a client's reader: reads go to the socket; once `read_only` is set, writes
 /// (tungstenite's automatic pong and close replies) are dropped, so only the sender thread writes.
 struct ReaderHalf {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     read_only: bool,
 }
 
 impl Read for ReaderHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        (&*self.stream).read(buf)
     }
 }
 
 impl Write for ReaderHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.read_only { Ok(buf.len()) } else { self.stream.write(buf) }
+        if self.read_only { Ok(buf.len()) } else { (&*self.stream).write(buf) }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        (&*self.stream).flush()
+    }
+}
+
+/// A socket half for a client's sender: the same socket as the reader's, shared rather than
+/// duplicated, so that a peer costs the load generator one descriptor, not two.
+struct WriterSocket(Arc<TcpStream>);
+
+impl Read for WriterSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for WriterSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
     }
 }
 
@@ -146,7 +169,7 @@ struct Peer {
     id: String,
     network: String,
     reader: WebSocket<ReaderHalf>,
-    writer: WebSocket<TcpStream>,
+    writer: WebSocket<WriterSocket>,
 }
 
 fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
@@ -154,7 +177,8 @@ fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
     let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
     let stream = TcpStream::connect(host).map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let writer_stream = stream.try_clone().map_err(|e| e.to_string())?;
+    let stream = Arc::new(stream);
+    let writer_stream = WriterSocket(stream.clone());
     let (mut reader, _) = tungstenite::client(format!("{url}/?peerId={id}"), ReaderHalf { stream, read_only: false })
         .map_err(|e| format!("handshake: {e}"))?;
     reader.get_mut().read_only = true;
@@ -162,7 +186,7 @@ fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
     Ok(Peer { id, network: network.to_string(), reader, writer })
 }
 
-fn send(writer: &mut WebSocket<TcpStream>, message: &Value) -> bool {
+fn send(writer: &mut WebSocket<WriterSocket>, message: &Value) -> bool {
     writer.send(Message::Text(Utf8Bytes::from(message.to_string()))).is_ok()
 }
 
@@ -191,8 +215,10 @@ fn connect_many(url: &str, count: usize, networks: usize, prefix: &str) -> (Vec<
                     let network = format!("{prefix}{}", i % networks);
                     match connect_peer(url, &network) {
                         Ok(peer) => peers.lock().unwrap_or_else(|e| e.into_inner()).push((i, peer)),
-                        Err(_) => {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                        Err(why) => {
+                            if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("loadgen: peer {i} could not connect: {why}");
+                            }
                         }
                     }
                 }
@@ -459,7 +485,7 @@ fn open_loop(peers: Vec<Peer>, targets: Option<Vec<Peer>>, rate: f64, o: &Option
     run_open_loop(writers, readers, rate, o)
 }
 
-type WriterHalf = (String, String, WebSocket<TcpStream>);
+type WriterHalf = (String, String, WebSocket<WriterSocket>);
 type ReaderHalfOf = (String, String, WebSocket<ReaderHalf>);
 
 fn run_open_loop(writers: Vec<WriterHalf>, readers: Vec<ReaderHalfOf>, rate: f64, o: &Options) -> Value {

@@ -21,7 +21,7 @@ use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
 use crate::thread_budget::ThreadBudget;
-use crate::{cleanup, listener};
+use crate::{cleanup, futex_hash, listener};
 
 /// How long shutdown waits for peers to answer the 1001 close before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -110,6 +110,10 @@ impl Server {
             thread_budget: ThreadBudget::for_this_system(),
         });
         warn_if_threads_are_short(&state);
+        let threads = 2 * state.config.max_connections + state.config.max_pending_handshakes + 64;
+        if let Some(slots) = futex_hash::size_for_threads(threads.min(state.thread_budget.limit())) {
+            crate::log_debug!("futex hash table: {slots} buckets");
+        }
 
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
@@ -279,13 +283,37 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
     for &ip in addresses {
         let addr = SocketAddr::new(ip, port);
         match TcpListener::bind(addr) {
-            Ok(listener) => return Ok(listener),
+            Ok(listener) => {
+                deepen_backlog(&listener);
+                return Ok(listener);
+            }
             Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
             Err(err) => failure = BindFailure::Other(addr, err),
         }
     }
     Err(failure)
 }
+
+/// Connections the kernel may hold complete but not yet accepted. The standard library listens
+/// with 128; when thousands of peers connect at once the acceptor cannot always keep up, and past
+/// the backlog a client's connection attempt is dropped and retried only a second later. Node,
+/// and so the reference, uses 511; calling `listen` again on a listening socket just changes it.
+const LISTEN_BACKLOG: i32 = 1024;
+
+#[cfg(unix)]
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
+    if unsafe { listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(unix))]
+fn deepen_backlog(_listener: &TcpListener) {}
 
 /// An address that reaches a listener bound to `bound` (the loopback for a wildcard bind).
 fn wake_address(bound: SocketAddr) -> SocketAddr {
