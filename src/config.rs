@@ -57,6 +57,9 @@ pub struct Config {
     /// a thread until its head arrives or `handshake_timeout` passes; past the limit, new sockets are
     /// closed on accept.
     pub max_pending_handshakes: usize,
+    /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
+    /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
+    pub max_threads: usize,
     /// How much the server logs (`LOG_LEVEL`). Applied by the binary; the library only reads it.
     pub log_level: Level,
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pending_handshakes: 1024,
+            max_threads: 0,
             max_peer_data_bytes: 16 * 1024,
             max_messages_per_sec: 200,
             message_burst: 400,
@@ -111,6 +115,7 @@ pub const ENV_HELP: &str = "\
   HUB_HEARTBEAT_SECS      hub mode: heartbeat interval; silent for 3 = hub gone      [10]
   HUB_MAX_HOPS            hub mode: most hub links a relayed message crosses        [16]
   MAX_PENDING_HANDSHAKES  most sockets still sending their request head at once     [1024]
+  MAX_THREADS             most connection threads (2 per peer); 0: what the system allows [0]
   LOG_LEVEL               error, warn, info or debug                                [info]";
 
 /// A configuration value that could not be used. Its `Display` names the variable and the fix.
@@ -204,6 +209,9 @@ impl Config {
         }
         if let Some(v) = get("MAX_PENDING_HANDSHAKES") {
             config.max_pending_handshakes = parse_number("MAX_PENDING_HANDSHAKES", &v, 1, 1_000_000)? as usize;
+        }
+        if let Some(v) = get("MAX_THREADS") {
+            config.max_threads = parse_number("MAX_THREADS", &v, 0, 10_000_000)? as usize;
         }
         if let Some(v) = get("LOG_LEVEL") {
             config.log_level = Level::parse(&v)
@@ -303,6 +311,7 @@ mod tests {
             ("MAX_MESSAGES_PER_SEC", "5"),
             ("MESSAGE_BURST", "7"),
             ("MAX_PEER_DATA_BYTES", "100"),
+            ("MAX_THREADS", "500"),
         ])
         .unwrap();
         assert_eq!((config.host.as_str(), config.port, config.max_connections), ("0.0.0.0", 8080, 12000));
@@ -322,6 +331,7 @@ mod tests {
         assert_eq!((config.hub_heartbeat, config.hub_max_hops), (Duration::from_secs(2), 4));
         assert_eq!((config.max_messages_per_sec, config.message_burst), (5, 7));
         assert_eq!(config.max_peer_data_bytes, 100);
+        assert_eq!(config.max_threads, 500);
     }
 
     #[test]

@@ -118,6 +118,8 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "hubLinks": state.registry.mesh_links().len(),
         "remotePeers": state.registry.remote_peer_count(),
         "maxConnections": state.config.max_connections,
+        "connectionThreads": state.thread_budget.in_use(),
+        "maxThreads": state.thread_budget.limit(),
         "uptime": state.started.elapsed().as_millis() as u64,
         "rejectedMessages": state.rejected_messages(),
         "host": state.config.host,

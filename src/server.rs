@@ -87,6 +87,7 @@ impl Server {
         let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;
         let hub_peer_id = config.is_hub.then(PeerId::random);
         let (config_is_hub, bootstrap) = (config.is_hub, config.bootstrap_hubs.clone());
+        let config_max_threads = config.max_threads;
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
             hub_id,
             namespace: config.hub_mesh_namespace.clone(),
@@ -107,7 +108,7 @@ impl Server {
             rejected_messages: AtomicU64::new(0),
             messages_handled: AtomicU64::new(0),
             bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),
-            thread_budget: ThreadBudget::for_this_system(),
+            thread_budget: ThreadBudget::for_this_system(config_max_threads),
         });
         warn_if_threads_are_short(&state);
         let threads = 2 * state.config.max_connections + state.config.max_pending_handshakes + 64;

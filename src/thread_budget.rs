@@ -46,14 +46,21 @@ impl ThreadBudget {
         Arc::new(ThreadBudget { live: AtomicUsize::new(0), limit })
     }
 
-    /// The budget this system allows, read from `/proc` (unlimited where it cannot be read).
-    pub fn for_this_system() -> Arc<ThreadBudget> {
-        ThreadBudget::new(system_limit().unwrap_or(usize::MAX))
+    /// The budget this system allows, read from `/proc` (unlimited where it cannot be read), or
+    /// `configured` (`MAX_THREADS`) if that is smaller and not 0.
+    pub fn for_this_system(configured: usize) -> Arc<ThreadBudget> {
+        let system = system_limit().unwrap_or(usize::MAX);
+        ThreadBudget::new(if configured == 0 { system } else { configured.min(system) })
     }
 
     /// The most threads this budget allows.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// How many slots are taken (threads running or about to).
+    pub fn in_use(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Takes a slot, or `None` if all are taken.
@@ -106,6 +113,7 @@ mod tests {
 
     #[test]
     fn this_system_allows_some_threads() {
-        assert!(ThreadBudget::for_this_system().limit() > 100);
+        assert!(ThreadBudget::for_this_system(0).limit() > 100);
+        assert_eq!(ThreadBudget::for_this_system(77).limit(), 77);
     }
 }

@@ -267,6 +267,28 @@ fn twice_max_connections_leaves_no_thread_or_descriptor_behind() {
 }
 
 #[test]
+fn out_of_threads_refuses_newcomers_but_still_answers_health() {
+    // 64 threads are always kept for HTTP; this leaves room for three peers (two threads each).
+    let server = start_with(|c| c.max_threads = 64 + 6);
+    let addr = server.local_addr();
+    let mut peers: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    assert_eq!(
+        refused(addr, &format!("/?peerId={}", new_peer_id())),
+        (1008, "Server cannot accept more connections".to_string())
+    );
+    assert_eq!(http_get(addr, "/health").json()["status"], "healthy");
+    // Room again once peers leave.
+    for mut peer in peers.drain(..2) {
+        peer.ws.close(None).expect("close");
+        peer.expect_close();
+    }
+    wait_stat(addr, "connections", json!(1));
+    // Their threads end a moment after they are unregistered (the last one is this request's).
+    wait_json(addr, "/stats", "the departed peers' threads to end", |stats| stats["connectionThreads"] == 3);
+    pair_still_works(addr);
+}
+
+#[test]
 fn hub_only_messages_from_a_plain_peer_change_nothing() {
     let server = start_with(|c| c.is_hub = true);
     let addr = server.local_addr();
