@@ -7,6 +7,7 @@ import sys
 # name -> (label, how to read the figure from a result, True if higher is better)
 FIGURES = [
     ("discovery", "full discovery of all peers, ms", lambda r: r.get("fullDiscoveryMs"), False),
+    ("discovery", "  GET /health p99 meanwhile, ms", lambda r: (r.get("health") or {}).get("p99Ms"), False),
     ("memory", "RSS per connected, announced, idle peer, KiB", lambda r: r.get("rssPerPeerKiB"), False),
     ("saturation", "relay throughput, closed loop, signals/s", lambda r: r.get("signalsPerSec"), True),
     ("latency-5k", "relay p99 at 5,000 signals/s, ms", lambda r: r.get("latencyMs", {}).get("p99"), False),
