@@ -20,7 +20,7 @@ use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
-use crate::thread_budget::ThreadBudget;
+use crate::thread_budget::{self, ThreadBudget};
 use crate::{cleanup, futex_hash, listener};
 
 /// How long shutdown waits for peers to answer the 1001 close before cutting them off.
@@ -110,8 +110,8 @@ impl Server {
             bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),
             thread_budget: ThreadBudget::for_this_system(config_max_threads),
         });
-        warn_if_threads_are_short(&state);
-        let threads = 2 * state.config.max_connections + state.config.max_pending_handshakes + 64;
+        let threads = thread_budget::threads_wanted(state.config.max_connections, state.config.max_pending_handshakes);
+        warn_if_threads_are_short(&state, threads);
         if let Some(slots) = futex_hash::size_for_threads(threads.min(state.thread_budget.limit())) {
             crate::log_debug!("futex hash table: {slots} buckets");
         }
@@ -224,19 +224,17 @@ pub(crate) fn contain_panic(thread: &str, body: impl FnOnce()) {
     }
 }
 
-/// Says so at start if the system's mapping limit cannot give `MAX_CONNECTIONS` peers their two
-/// threads each, and what to raise it to.
-fn warn_if_threads_are_short(state: &ServerState) {
-    let config = &state.config;
-    let wanted = 2 * config.max_connections + config.max_pending_handshakes.min(config.max_connections);
+/// Says so at start if the thread budget (the system's mapping limit, or `MAX_THREADS`) cannot
+/// give the `wanted` threads, and what to raise the mapping limit to.
+fn warn_if_threads_are_short(state: &ServerState, wanted: usize) {
     let limit = state.thread_budget.limit();
     if wanted > limit {
         crate::log_warn!(
-            "vm.max_map_count leaves room for about {limit} threads, {} peers at two threads each; MAX_CONNECTIONS={} \
-             needs more. Past it connections are refused. Raise it: sysctl -w vm.max_map_count={}",
-            limit / 2,
-            config.max_connections,
-            (wanted * 5 + 4096).next_power_of_two()
+            "room for about {limit} threads, {} peers at two threads each; MAX_CONNECTIONS={} needs more. Past \
+             it connections are refused. Raise MAX_THREADS if set, or: sysctl -w vm.max_map_count={}",
+            limit.saturating_sub(thread_budget::RESERVED_FOR_HTTP) / 2,
+            state.config.max_connections,
+            thread_budget::max_map_count_for(wanted)
         );
     }
 }

@@ -79,6 +79,18 @@ impl ThreadBudget {
     }
 }
 
+/// The threads a server configured for `max_connections` peers and `max_pending_handshakes`
+/// sockets still sending their head may want at once: two per peer, one per pending socket, and
+/// the ones kept for HTTP.
+pub(crate) fn threads_wanted(max_connections: usize, max_pending_handshakes: usize) -> usize {
+    2 * max_connections + max_pending_handshakes.min(max_connections) + RESERVED_FOR_HTTP
+}
+
+/// The `vm.max_map_count` that leaves room for `threads` threads (rounded up to a power of two).
+pub(crate) fn max_map_count_for(threads: usize) -> usize {
+    (threads * MAPS_PER_THREAD + HEADROOM_MAPS * 4).next_power_of_two()
+}
+
 /// Threads the mapping limit leaves room for, on Linux.
 fn system_limit() -> Option<usize> {
     let max_maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()?;
@@ -109,6 +121,14 @@ mod tests {
         assert!(a.is_some() && b.is_some());
         assert!(budget.try_take_leaving(1).is_none());
         assert!(budget.try_take().is_some());
+    }
+
+    #[test]
+    fn the_advised_map_count_leaves_room_for_the_threads_wanted() {
+        let threads = threads_wanted(12_000, 1024);
+        assert_eq!(threads, 2 * 12_000 + 1024 + RESERVED_FOR_HTTP);
+        let maps = max_map_count_for(threads);
+        assert!(maps.saturating_sub(HEADROOM_MAPS + 100) / MAPS_PER_THREAD >= threads, "{maps} maps");
     }
 
     #[test]
