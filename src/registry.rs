@@ -356,9 +356,17 @@ impl DerefMut for Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         let published = self.published;
-        published.peers.store(self.guard.peers.len(), Ordering::Relaxed);
-        published.hubs.store(self.guard.hub_count, Ordering::Relaxed);
-        published.networks.store(self.guard.networks.len(), Ordering::Relaxed);
+        publish(&published.peers, self.guard.peers.len());
+        publish(&published.hubs, self.guard.hub_count);
+        publish(&published.networks, self.guard.networks.len());
+    }
+}
+
+/// Stores `value` only if it changed: most lock holders (every routed signal) change no count, and
+/// a load leaves the cache line shared where a store would take it from every other core.
+fn publish(count: &AtomicUsize, value: usize) {
+    if count.load(Ordering::Relaxed) != value {
+        count.store(value, Ordering::Relaxed);
     }
 }
 
