@@ -34,16 +34,19 @@ pub fn current() -> ProcessStats {
     stats
 }
 
+/// The open descriptor count, counted at most once a second. The lock is held while counting, so
+/// health checks that arrive together wait for one count instead of each making their own.
 fn open_fds() -> u64 {
     static LAST: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
-    if let Some((at, count)) = *LAST.lock()
-        && at.elapsed() < FD_COUNT_MAX_AGE
-    {
-        return count;
+    let mut last = LAST.lock();
+    match *last {
+        Some((at, count)) if at.elapsed() < FD_COUNT_MAX_AGE => count,
+        _ => {
+            let count = std::fs::read_dir("/proc/self/fd").map(|entries| entries.count() as u64).unwrap_or(0);
+            *last = Some((Instant::now(), count));
+            count
+        }
     }
-    let count = std::fs::read_dir("/proc/self/fd").map(|entries| entries.count() as u64).unwrap_or(0);
-    *LAST.lock() = Some((Instant::now(), count));
-    count
 }
 
 fn parse_status(status: &str) -> ProcessStats {
