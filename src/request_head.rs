@@ -48,7 +48,7 @@ pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, 
     let deadline = Instant::now() + timeout;
     // Read straight into the heap buffer, not into a chunk on the stack: this thread goes on to be
     // a long-lived peer reader, and every stack page it ever touches stays resident.
-    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
