@@ -6,8 +6,8 @@
 //! ([`ReadOnly`]) and the reader queues the pong or close echo for the writer instead.
 //!
 //! The **writer** is the only thread that writes frames to the socket. It drains the peer's queue,
-//! writing everything that is waiting (after yielding once, so that a burst lands in one batch)
-//! before one flush. After a close frame it waits briefly for the peer to close too, then shuts the
+//! writing everything that is waiting before one flush; before writing it yields, and keeps adding
+//! what arrived meanwhile, so that a burst lands in a few large writes. After a close frame it waits briefly for the peer to close too, then shuts the
 //! socket down.
 //!
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
