@@ -123,20 +123,21 @@ fn now_us() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// A socket half for a client's reader: reads go to the socket; once `read_only` is set, writes
-/// (tungstenite's automatic pong and close replies) are dropped, so only the sender thread writes.
-struct ReaderHalf {
+/// One half of a client's socket, shared (not duplicated) between the peer's reader and sender so
+/// that a peer costs the load generator one descriptor. The reader's half drops writes once
+/// `read_only` is set (tungstenite's automatic pong and close replies), so only the sender writes.
+struct SocketHalf {
     stream: Arc<TcpStream>,
     read_only: bool,
 }
 
-impl Read for ReaderHalf {
+impl Read for SocketHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.stream).read(buf)
     }
 }
 
-impl Write for ReaderHalf {
+impl Write for SocketHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.read_only { Ok(buf.len()) } else { (&*self.stream).write(buf) }
     }
@@ -145,53 +146,38 @@ impl Write for ReaderHalf {
     }
 }
 
-/// A socket half for a client's sender: the same socket as the reader's, shared rather than
-/// duplicated, so that a peer costs the load generator one descriptor, not two.
-struct WriterSocket(Arc<TcpStream>);
-
-impl Read for WriterSocket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl Write for WriterSocket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
-    }
-}
-
 /// One connected peer, split into a reading half and a writing half.
 struct Peer {
     id: String,
     network: String,
-    reader: WebSocket<ReaderHalf>,
-    writer: WebSocket<WriterSocket>,
+    reader: WebSocket<SocketHalf>,
+    writer: WebSocket<SocketHalf>,
 }
 
 fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
     let id = hex::encode(rand::random::<[u8; 20]>());
-    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
-    let stream = TcpStream::connect(host).map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(host_of(url)).map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
-    let writer_stream = WriterSocket(stream.clone());
-    let (mut reader, _) = tungstenite::client(format!("{url}/?peerId={id}"), ReaderHalf { stream, read_only: false })
+    let writer_stream = SocketHalf { stream: stream.clone(), read_only: false };
+    let (mut reader, _) = tungstenite::client(format!("{url}/?peerId={id}"), SocketHalf { stream, read_only: false })
         .map_err(|e| format!("handshake: {e}"))?;
     reader.get_mut().read_only = true;
     let writer = WebSocket::from_raw_socket(writer_stream, Role::Client, None);
     Ok(Peer { id, network: network.to_string(), reader, writer })
 }
 
-fn send(writer: &mut WebSocket<WriterSocket>, message: &Value) -> bool {
+/// The `host:port` of a `ws://host:port/...` URL.
+fn host_of(url: &str) -> &str {
+    url.trim_start_matches("ws://").split('/').next().unwrap_or_default()
+}
+
+fn send(writer: &mut WebSocket<SocketHalf>, message: &Value) -> bool {
     writer.send(Message::Text(Utf8Bytes::from(message.to_string()))).is_ok()
 }
 
 /// Reads the next text message; `None` on timeout or a closed connection.
-fn next_text(reader: &mut WebSocket<ReaderHalf>) -> Option<Value> {
+fn next_text(reader: &mut WebSocket<SocketHalf>) -> Option<Value> {
     loop {
         match reader.read() {
             Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
@@ -345,12 +331,12 @@ fn connect_scenario(o: &Options) -> Value {
 /// Asks the server for `GET /health` every 100 ms (a fresh connection each time, as a monitor
 /// would) until `stop`; reports how long the answers took and how many failed (5 s timeout).
 fn poll_health(url: &str, stop: &AtomicBool) -> Value {
-    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
+    let host = host_of(url);
     let mut times = Vec::new();
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        if health_ok(&host) {
+        if health_ok(host) {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         } else {
             failures += 1;
@@ -485,8 +471,8 @@ fn open_loop(peers: Vec<Peer>, targets: Option<Vec<Peer>>, rate: f64, o: &Option
     run_open_loop(writers, readers, rate, o)
 }
 
-type WriterHalf = (String, String, WebSocket<WriterSocket>);
-type ReaderHalfOf = (String, String, WebSocket<ReaderHalf>);
+type WriterHalf = (String, String, WebSocket<SocketHalf>);
+type ReaderHalfOf = (String, String, WebSocket<SocketHalf>);
 
 fn run_open_loop(writers: Vec<WriterHalf>, readers: Vec<ReaderHalfOf>, rate: f64, o: &Options) -> Value {
     let mut targets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
