@@ -171,14 +171,29 @@ fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>) {
 
 /// Writes `reply`, then closes the socket: write side first, then, after draining what the
 /// client still sends (at most [`LINGER`]), both sides, so the reply is never lost to a reset.
-fn write_and_close<R: Read>(mut stream: TcpStream, reply: Response<R>, minor_version: u8, head_only: bool) {
+fn write_and_close<R: Read>(stream: TcpStream, reply: Response<R>, minor_version: u8, head_only: bool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let version = HTTPVersion(1, minor_version);
-    if reply.raw_print(&mut stream, version, &[], head_only, None).and_then(|()| stream.flush()).is_err() {
+    if write_reply(&stream, reply, minor_version, head_only, None).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
     drain(&stream, LINGER);
+}
+
+/// Writes `reply` (as HTTP/1.`minor_version`) with one system call. tiny_http prints a reply piece
+/// by piece (status, each header name, `: `, value...): straight onto a socket with Nagle off that
+/// was some forty writes and as many packets, each waking the client, so it is printed into memory
+/// first. `upgrade` names the protocol of a `101 Switching Protocols` reply.
+pub(crate) fn write_reply<R: Read>(
+    mut stream: &TcpStream,
+    reply: Response<R>,
+    minor_version: u8,
+    head_only: bool,
+    upgrade: Option<&str>,
+) -> std::io::Result<()> {
+    let mut rendered = Vec::with_capacity(512);
+    reply.raw_print(&mut rendered, HTTPVersion(1, minor_version), &[], head_only, upgrade)?;
+    stream.write_all(&rendered)
 }
 
 /// Reads and discards until the peer closes, an error, or `limit` has passed: the polite end of a

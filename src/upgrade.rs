@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use tiny_http::{HTTPVersion, Header, Response};
+use tiny_http::{Header, Response};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket};
@@ -42,7 +42,7 @@ pub(crate) struct AdmittedPeer {
 /// registered (and told `connected`) and returned, to be served by [`crate::peer::serve`].
 /// `leftover` holds any bytes the client sent after its request head.
 pub(crate) fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     head: &RequestHead,
     leftover: Vec<u8>,
     state: &Arc<ServerState>,
@@ -63,7 +63,7 @@ pub(crate) fn accept(
         http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
         return None;
     }
-    switch_protocols(&mut stream, head, key).ok()?;
+    switch_protocols(&stream, head, key).ok()?;
 
     let Some(peer_id) = head.query_param("peerId").and_then(|id| PeerId::parse(&id)) else {
         refuse(stream, "Invalid peerId format");
@@ -113,13 +113,13 @@ fn check_handshake(head: &RequestHead) -> Result<&str, &'static str> {
 }
 
 /// Writes the `101 Switching Protocols` reply.
-fn switch_protocols(stream: &mut TcpStream, head: &RequestHead, key: &str) -> std::io::Result<()> {
+fn switch_protocols(stream: &TcpStream, head: &RequestHead, key: &str) -> std::io::Result<()> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut reply = Response::empty(101);
     if let Ok(header) = Header::from_bytes(&b"Sec-WebSocket-Accept"[..], accept.as_bytes()) {
         reply.add_header(header);
     }
-    reply.raw_print(&mut *stream, HTTPVersion(1, head.minor_version), &[], true, Some("websocket"))
+    http::write_reply(stream, reply, head.minor_version, true, Some("websocket"))
 }
 
 /// Closes a just-upgraded connection with 1008 and `reason`, before it ever became a peer.

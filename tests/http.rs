@@ -158,3 +158,62 @@ fn a_garbled_request_gets_a_400_and_a_slow_one_a_408() {
     // And the server still answers.
     assert_eq!(http_get(addr, "/health").status, 200);
 }
+
+/// Segments received so far on `stream` (Linux `TCP_INFO`, field `tcpi_segs_in`).
+#[cfg(target_os = "linux")]
+fn segments_received(stream: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
+    }
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_INFO: i32 = 11;
+    const SEGS_IN_OFFSET: usize = 140;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    // SAFETY: `info` and `len` are valid for writes of `len` bytes; the fd is an open TCP socket.
+    let result = unsafe { getsockopt(stream.as_raw_fd(), IPPROTO_TCP, TCP_INFO, info.as_mut_ptr(), &mut len) };
+    assert_eq!(result, 0, "getsockopt(TCP_INFO)");
+    assert!(len as usize >= SEGS_IN_OFFSET + 4, "TCP_INFO too short: {len}");
+    u32::from_ne_bytes(info[SEGS_IN_OFFSET..SEGS_IN_OFFSET + 4].try_into().unwrap())
+}
+
+/// Each reply is one write: tiny_http printed replies piece by piece, which with Nagle off was about
+/// forty packets (and client wake-ups) per `/health` and per `101 Switching Protocols`.
+#[test]
+#[cfg(target_os = "linux")]
+fn replies_arrive_in_one_packet() {
+    use std::io::{Read, Write};
+    let server = start();
+    let addr = server.local_addr();
+
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"));
+    // SYN-ACK, the reply, the FIN, perhaps an ACK of the request on its own.
+    let segments = segments_received(&stream);
+    assert!(segments <= 5, "/health arrived in {segments} segments");
+
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let upgrade = format!(
+        "GET /?peerId={} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        common::new_peer_id()
+    );
+    stream.write_all(upgrade.as_bytes()).unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&received).contains("\"connected\"") {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 101"));
+    // SYN-ACK, the 101, the `connected` frame, perhaps an ACK of the request on its own.
+    let segments = segments_received(&stream);
+    assert!(segments <= 5, "101 and `connected` arrived in {segments} segments");
+}
