@@ -5,7 +5,8 @@
 //! is closed once it has been silent for `PEER_TIMEOUT_SECS` (contract §4); its network is told it
 //! left. A peer still registered a whole interval after being asked to close is cut off. Once the
 //! server has been quiet for five seconds, the thread also hands memory freed by the connection
-//! threads back to the operating system.
+//! threads back to the operating system. Once a second it counts the open descriptors `/health`
+//! reports (too slow to count on each request with thousands of peers).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,34 +16,42 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::clock::unix_millis;
 use crate::outbox::Outbound;
+use crate::proc_stats;
 use crate::server::ServerState;
 
 /// Runs until `stop` is dropped (or sent to).
 pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
     let interval = state.config.cleanup_interval;
-    let tick = interval.min(TRIM_INTERVAL);
+    let tick = interval.min(FD_COUNT_INTERVAL);
     let mut last_sweep = Instant::now();
+    let mut last_trim = Instant::now();
     let mut handled_before = state.messages_handled.load(Ordering::Relaxed);
     loop {
         match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {
+                proc_stats::count_open_fds();
                 if last_sweep.elapsed() >= interval {
                     sweep(&state);
                     last_sweep = Instant::now();
                 }
-                // Only once a burst is over: pages handed back in the middle of one would have to
-                // be faulted straight back in, which costs more than keeping them.
-                let handled = state.messages_handled.load(Ordering::Relaxed);
-                if handled == handled_before {
-                    release_free_memory();
+                if last_trim.elapsed() >= TRIM_INTERVAL {
+                    // Only once a burst is over: pages handed back in the middle of one would have
+                    // to be faulted straight back in, which costs more than keeping them.
+                    let handled = state.messages_handled.load(Ordering::Relaxed);
+                    if handled == handled_before {
+                        release_free_memory();
+                    }
+                    handled_before = handled;
+                    last_trim = Instant::now();
                 }
-                handled_before = handled;
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
+/// How often the open descriptors `/health` reports are counted.
+const FD_COUNT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often memory freed by the connection threads is handed back to the operating system.
 const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 

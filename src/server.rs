@@ -21,7 +21,7 @@ use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
 use crate::thread_budget::{self, ThreadBudget};
-use crate::{cleanup, futex_hash, listener};
+use crate::{cleanup, futex_hash, listener, proc_stats};
 
 /// How long shutdown waits for peers to answer the 1001 close before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -116,6 +116,8 @@ impl Server {
             crate::log_debug!("futex hash table: {slots} buckets");
         }
 
+        // The first count of open descriptors for /health; the sweeper keeps it current.
+        proc_stats::count_open_fds();
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
         let stop_signal_for_hubs = stop_signal.clone();
