@@ -61,6 +61,7 @@ mod router;
 mod server;
 mod thread_budget;
 mod thread_name;
+mod time_slice;
 mod upgrade;
 
 pub use config::{Config, ConfigError, ENV_HELP};

@@ -132,7 +132,10 @@ impl Server {
         };
         let acceptor = {
             let state = state.clone();
-            spawn_named("acceptor", move || listener::run_accept_loop(listener, state))?
+            spawn_named("acceptor", move || {
+                crate::time_slice::prefer_prompt_wakeups();
+                listener::run_accept_loop(listener, state)
+            })?
         };
         crate::log_info!(
             "PeerPigeon-rs {}listening on ws://{local_addr} (max {} connections)",
