@@ -11,8 +11,9 @@
 //!
 //! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
 //!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
-//!   Meanwhile `GET /health` is polled every 100 ms: its latency shows whether the server stays
-//!   responsive (`health`: p50/p99/max ms, failures).
+//!   Meanwhile `GET /health` is polled every 100 ms, from a child process in a session of its own
+//!   (as a monitoring agent would be, not one of the load generator's threads): its latency shows
+//!   whether the server stays responsive (`health`: p50/p99/max ms, failures).
 //! - `relay`, closed loop (`--inflight W`): every peer keeps W offers of `--size` bytes (2 KB) in
 //!   flight to random peers of its network, each answered by its target; reports signals per second.
 //! - `relay`, open loop (`--rate R`): offers go out at R per second in total, each stamped with its
@@ -109,6 +110,7 @@ fn main() {
         "relay" => relay_scenario(&options),
         "churn" => churn_scenario(&options),
         "hub" => hub_scenario(&options),
+        "health-poll" => health_poll_scenario(&options),
         _ => usage(),
     };
     println!("{result}");
@@ -305,7 +307,7 @@ fn connect_scenario(o: &Options) -> Value {
     let before = process_stats(o.pid);
     let stop_polling = AtomicBool::new(false);
     let (peers, failures, discovery, health) = std::thread::scope(|scope| {
-        let poller = scope.spawn(|| poll_health(&o.url, &stop_polling));
+        let poller = scope.spawn(|| poll_health_from_a_monitor(&o.url, &stop_polling));
         let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
         let sizes = network_sizes(&peers);
         let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
@@ -326,6 +328,50 @@ fn connect_scenario(o: &Options) -> Value {
            "fullDiscoveryMs": discovery["fullDiscoveryMs"], "messagesReceived": discovery["messagesReceived"],
            "incompletePeers": discovery["incompletePeers"], "rssPerPeerKiB": per_peer, "health": health,
            "serverBefore": before, "serverAfter": after})
+}
+
+/// Runs [`poll_health`] in a child process (`loadgen health-poll`) in a session of its own until
+/// `stop`, and returns what it reports.
+///
+/// A monitor is not one of the load generator's threads: in its own session the child is its own
+/// scheduling group (Linux autogroup), as a monitoring agent on a server would be, so what it
+/// measures is the server's answer, not how long the child waited behind the load generator's
+/// 10,000 client threads on the same two cores (up to 2 s when it was one of them).
+fn poll_health_from_a_monitor(url: &str, stop: &AtomicBool) -> Value {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    unsafe extern "C" {
+        fn setsid() -> i32;
+    }
+    let Ok(program) = std::env::current_exe() else { return Value::Null };
+    let mut command = Command::new(program);
+    command.args(["health-poll", "--url", url]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; setsid is async-signal-safe and touches no
+    // memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            setsid();
+            Ok(())
+        });
+    }
+    let Ok(mut child) = command.spawn() else { return Value::Null };
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(child.stdin.take()); // end of input: the child stops polling and reports
+    let Ok(output) = child.wait_with_output() else { return Value::Null };
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+/// `loadgen health-poll`: polls until its standard input ends, then prints its report.
+fn health_poll_scenario(o: &Options) -> Value {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_at_end_of_input = stop.clone();
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        stop_at_end_of_input.store(true, Ordering::Relaxed);
+    });
+    poll_health(&o.url, &stop)
 }
 
 /// Asks the server for `GET /health` every 100 ms (a fresh connection each time, as a monitor
