@@ -6,9 +6,10 @@
 //! ([`ReadOnly`]) and the reader queues the pong or close echo for the writer instead.
 //!
 //! The **writer** is the only thread that writes frames to the socket. It drains the peer's queue,
-//! writing everything that is waiting before one flush; before writing it yields, and keeps adding
-//! what arrived meanwhile, so that a burst lands in a few large writes. After a close frame it waits briefly for the peer to close too, then shuts the
-//! socket down.
+//! writing everything that is waiting before one flush. In a burst (its last batch held more than
+//! one message) it yields before writing and keeps adding what arrived meanwhile, so that the burst
+//! lands in a few large writes; a lone message is written at once. After a close frame it waits
+//! briefly for the peer to close too, then shuts the socket down.
 //!
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
@@ -249,10 +250,14 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
     // burst costs few system calls. The buffer is given back when the queue runs dry, so an idle
     // peer holds none.
     let mut buffer: Vec<u8> = Vec::new();
+    // Whether the last batch held more than one message: the sign of a burst (see below).
+    let mut in_burst = false;
     'connection: while let Ok(first) = outbox.recv() {
         let mut next = Some(first);
         let mut closing = false;
+        let mut batched = 0;
         while let Some(item) = next {
+            batched += 1;
             shared.dequeued(&item);
             closing = matches!(item, Outbound::Close(..));
             if frame_of(item, role).format(&mut buffer).is_err() {
@@ -268,15 +273,18 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
                 break;
             }
             next = outbox.try_recv().ok();
-            if next.is_none() {
-                // Before writing, yield: the threads producing for this peer get a chance to add
-                // to the batch, and as long as they do, the batch grows (up to WRITE_BUFFER). When
-                // nothing else is runnable this returns at once; in a burst (a thousand peers
-                // announcing) it turns one write and one wake-up per message into one per batch.
+            if next.is_none() && (in_burst || batched > 1) {
+                // In a burst, yield before writing: the threads producing for this peer get a
+                // chance to add to the batch, and as long as they do, the batch grows (up to
+                // WRITE_BUFFER). In a burst (a thousand peers announcing) it turns one write and
+                // one wake-up per message into one per batch. Messages that come one at a time
+                // (steady signalling) are written at once: a yield would only hand the CPU to
+                // whatever else is runnable while the message waits.
                 thread::yield_now();
                 next = outbox.try_recv().ok();
             }
         }
+        in_burst = batched > 1;
         if stream.write_all(&buffer).and_then(|()| stream.flush()).is_err() || closing {
             break;
         }
