@@ -274,12 +274,12 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
             }
             next = outbox.try_recv().ok();
             if next.is_none() && (in_burst || batched > 1) {
-                // In a burst, yield before writing: the threads producing for this peer get a
-                // chance to add to the batch, and as long as they do, the batch grows (up to
-                // WRITE_BUFFER). In a burst (a thousand peers announcing) it turns one write and
-                // one wake-up per message into one per batch. Messages that come one at a time
-                // (steady signalling) are written at once: a yield would only hand the CPU to
-                // whatever else is runnable while the message waits.
+                // In a burst (a thousand peers announcing), yield before writing: the threads
+                // producing for this peer get a chance to add to the batch, and as long as they do
+                // the batch grows (up to WRITE_BUFFER), so one write and one wake-up per message
+                // become one per batch. Messages that come one at a time (steady signalling) are
+                // written at once: a yield would only hand the CPU to whatever else is runnable
+                // while the message waits.
                 thread::yield_now();
                 next = outbox.try_recv().ok();
             }
