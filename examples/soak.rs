@@ -12,8 +12,9 @@
 //! network, send offers to the peers it hears about, stay for a random 0.2-1 s, then leave with a
 //! `goodbye` and a close (one peer in twenty just drops its TCP connection instead). Every
 //! 10 seconds and at the end it prints one JSON line with the counts so far and the server's
-//! `/health` figures (`rss`, `threads`, `openFds`), then waits for `/stats` to show zero peers, and
-//! reads them once more after 12 quiet seconds (the server returns freed memory when quiet).
+//! `/health` figures (`rss`, `threads`, `openFds`), then waits (up to 10 s) for no peer, thread or
+//! descriptor to be left over (the server counts descriptors once a second), and reads them once
+//! more after 12 quiet seconds (the server returns freed memory when quiet).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -87,8 +88,12 @@ fn main() {
     // (a closing connection lingers up to a second for the other side's close).
     let settle = Instant::now();
     let mut after = health(&http);
+    // The server counts its open descriptors once a second: wait for a count after the last close.
     let settled = |h: &Value| {
-        h["connections"].as_u64() == Some(0) && h["memory"]["threads"].as_u64() <= before["memory"]["threads"].as_u64()
+        let memory = (&h["memory"], &before["memory"]);
+        h["connections"].as_u64() == Some(0)
+            && memory.0["threads"].as_u64() <= memory.1["threads"].as_u64()
+            && memory.0["openFds"].as_u64() <= memory.1["openFds"].as_u64()
     };
     while !settled(&after) && settle.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(200));
