@@ -5,8 +5,8 @@
 //! is closed once it has been silent for `PEER_TIMEOUT_SECS` (contract §4); its network is told it
 //! left. A peer still registered a whole interval after being asked to close is cut off. Once the
 //! server has been quiet for five seconds, the thread also hands memory freed by the connection
-//! threads back to the operating system. Once a second it counts the open descriptors `/health`
-//! reports (too slow to count on each request with thousands of peers).
+//! threads back to the operating system. Once a second it samples the process figures `/health`
+//! reports (`proc_stats.rs`: too slow to read on each request with thousands of peers).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,14 +22,14 @@ use crate::server::ServerState;
 /// Runs until `stop` is dropped (or sent to).
 pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
     let interval = state.config.cleanup_interval;
-    let tick = interval.min(FD_COUNT_INTERVAL);
+    let tick = interval.min(SAMPLE_INTERVAL);
     let mut last_sweep = Instant::now();
     let mut last_trim = Instant::now();
     let mut handled_before = state.messages_handled.load(Ordering::Relaxed);
     loop {
         match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {
-                proc_stats::count_open_fds();
+                proc_stats::sample();
                 if last_sweep.elapsed() >= interval {
                     sweep(&state);
                     last_sweep = Instant::now();
@@ -50,8 +50,8 @@ pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
     }
 }
 
-/// How often the open descriptors `/health` reports are counted.
-const FD_COUNT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the process figures `/health` reports are sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often memory freed by the connection threads is handed back to the operating system.
 const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 

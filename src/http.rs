@@ -94,7 +94,7 @@ fn health(state: &ServerState) -> Health {
         peers: counts.peers,
         hubs: counts.hubs,
         networks: counts.networks,
-        memory: proc_stats::current(),
+        memory: proc_stats::latest(),
     }
 }
 

@@ -116,8 +116,8 @@ impl Server {
             crate::log_debug!("futex hash table: {slots} buckets");
         }
 
-        // The first count of open descriptors for /health; the sweeper keeps it current.
-        proc_stats::count_open_fds();
+        // The first process figures for /health; the sweeper keeps them current.
+        proc_stats::sample();
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
         let stop_signal_for_hubs = stop_signal.clone();
