@@ -13,7 +13,7 @@
 //! `goodbye` and a close (one peer in twenty just drops its TCP connection instead). Every
 //! 10 seconds and at the end it prints one JSON line with the counts so far and the server's
 //! `/health` figures (`rss`, `threads`, `openFds`), then waits (up to 10 s) for no peer, thread or
-//! descriptor to be left over (the server counts descriptors once a second), and reads them once
+//! descriptor to be left over (the server samples these figures once a second), and reads them once
 //! more after 12 quiet seconds (the server returns freed memory when quiet).
 
 use std::io::{Read, Write};
