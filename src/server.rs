@@ -116,8 +116,6 @@ impl Server {
             crate::log_debug!("futex hash table: {slots} buckets");
         }
 
-        // The first process figures for /health; the sweeper keeps them current.
-        proc_stats::sample();
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
         let stop_signal_for_hubs = stop_signal.clone();
@@ -137,6 +135,9 @@ impl Server {
                 listener::run_accept_loop(listener, state)
             })?
         };
+        // The first process figures for /health, with the server's own threads running; the
+        // sweeper keeps them current.
+        proc_stats::sample();
         crate::log_info!(
             "PeerPigeon-rs {}listening on ws://{local_addr} (max {} connections)",
             if state.config.is_hub { "hub " } else { "" },
