@@ -305,15 +305,11 @@ fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
 
 fn connect_scenario(o: &Options) -> Value {
     let before = process_stats(o.pid);
-    let stop_polling = AtomicBool::new(false);
-    let (peers, failures, discovery, health) = std::thread::scope(|scope| {
-        let poller = scope.spawn(|| poll_health_from_a_monitor(&o.url, &stop_polling));
-        let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
-        let sizes = network_sizes(&peers);
-        let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
-        stop_polling.store(true, Ordering::Relaxed);
-        (peers, failures, discovery, poller.join().unwrap_or(Value::Null))
-    });
+    let monitor = HealthMonitor::start(&o.url);
+    let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
+    let sizes = network_sizes(&peers);
+    let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+    let health = monitor.map_or(Value::Null, HealthMonitor::finish);
     // Let the server settle (queues drained, buffers returned) before reading its memory; with
     // `--settle` longer than the server's sweep interval, freed memory has been handed back too.
     std::thread::sleep(Duration::from_secs_f64(o.settle));
@@ -330,37 +326,41 @@ fn connect_scenario(o: &Options) -> Value {
            "serverBefore": before, "serverAfter": after})
 }
 
-/// Runs [`poll_health`] in a child process (`loadgen health-poll`) in a session of its own until
-/// `stop`, and returns what it reports.
+/// [`poll_health`] running in a child process (`loadgen health-poll`) in a session of its own.
 ///
 /// A monitor is not one of the load generator's threads: in its own session the child is its own
 /// scheduling group (Linux autogroup), as a monitoring agent on a server would be, so what it
 /// measures is the server's answer, not how long the child waited behind the load generator's
 /// 10,000 client threads on the same two cores (up to 2 s when it was one of them).
-fn poll_health_from_a_monitor(url: &str, stop: &AtomicBool) -> Value {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    unsafe extern "C" {
-        fn setsid() -> i32;
+struct HealthMonitor(std::process::Child);
+
+impl HealthMonitor {
+    /// Starts polling `url`; `None` if the child could not be started.
+    fn start(url: &str) -> Option<HealthMonitor> {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        unsafe extern "C" {
+            fn setsid() -> i32;
+        }
+        let mut command = Command::new(std::env::current_exe().ok()?);
+        command.args(["health-poll", "--url", url]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        // SAFETY: runs in the forked child before exec; setsid is async-signal-safe and touches no
+        // memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                setsid();
+                Ok(())
+            });
+        }
+        command.spawn().ok().map(HealthMonitor)
     }
-    let Ok(program) = std::env::current_exe() else { return Value::Null };
-    let mut command = Command::new(program);
-    command.args(["health-poll", "--url", url]).stdin(Stdio::piped()).stdout(Stdio::piped());
-    // SAFETY: runs in the forked child before exec; setsid is async-signal-safe and touches no
-    // memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            setsid();
-            Ok(())
-        });
+
+    /// Stops polling (the child's input ends) and returns what the child reports.
+    fn finish(mut self) -> Value {
+        drop(self.0.stdin.take());
+        let Ok(output) = self.0.wait_with_output() else { return Value::Null };
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
     }
-    let Ok(mut child) = command.spawn() else { return Value::Null };
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(child.stdin.take()); // end of input: the child stops polling and reports
-    let Ok(output) = child.wait_with_output() else { return Value::Null };
-    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
 }
 
 /// `loadgen health-poll`: polls until its standard input ends, then prints its report.

@@ -88,7 +88,7 @@ fn main() {
     // (a closing connection lingers up to a second for the other side's close).
     let settle = Instant::now();
     let mut after = health(&http);
-    // The server counts its open descriptors once a second: wait for a count after the last close.
+    // The server samples these figures once a second: wait for a sample after the last close.
     let settled = |h: &Value| {
         let memory = (&h["memory"], &before["memory"]);
         h["connections"].as_u64() == Some(0)
