@@ -203,12 +203,10 @@ fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<Serve
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
     };
-    let (handle, outbox, shared) = new_peer(hub_id, serial, stream, state.config.max_queued_bytes);
+    let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.config.max_queued_bytes);
     let writer_shared = shared.clone();
     let writer = thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(LINK_STACK).spawn(move || {
-        crate::server::contain_panic("hub link writer", || {
-            peer::run_writer(outbox, writer_shared.clone(), Role::Client)
-        });
+        crate::server::contain_panic("hub link writer", || peer::run_writer(outbox, writer_shared.clone()));
         writer_shared.kill();
     });
     if writer.is_err() {

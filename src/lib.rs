@@ -63,6 +63,7 @@ mod thread_budget;
 mod thread_name;
 mod time_slice;
 mod upgrade;
+mod write_now;
 
 pub use config::{Config, ConfigError, ENV_HELP};
 pub use error::Error;

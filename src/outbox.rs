@@ -1,14 +1,22 @@
 //! A peer's outbound queue and the handle other threads use to send to it or close it.
 //!
-//! Exactly one thread, the peer's writer, writes frames to a peer's socket; everyone else (the
-//! peer's own reader, other peers' readers, the sweeper, shutdown) pushes [`Outbound`] items into the
-//! peer's queue through its [`PeerHandle`]. Pushing never blocks, so a slow peer cannot stall the
-//! peers that send to it.
+//! A peer's writer thread writes its frames to its socket; everyone else (the peer's own reader,
+//! other peers' readers, the sweeper, shutdown) pushes [`Outbound`] items into the peer's queue
+//! through its [`PeerHandle`] (the one exception, signals, is below). Pushing never blocks, so a
+//! slow peer cannot stall the peers that send to it.
 //!
 //! **The bound:** the queue is a crossbeam channel that allocates as it grows, so its limit is kept
 //! here, in queued bytes (`Config::max_queued_bytes`). A text message that would take a peer past it
 //! is not queued; the peer is declared too slow and its socket is shut down at once (no close frame
 //! can reach a peer that has stopped reading). Its reader then ends and the peer leaves as usual.
+//!
+//! **Signals skip the queue when they can.** A signal for a peer whose queue is empty and whose
+//! writer is not writing is written straight to its socket by the sending peer's reader
+//! ([`PeerHandle::send_signal`]), without waiting: one thread wake-up fewer per signal. Whoever
+//! writes holds the peer's [`Wire`]; the writer takes it to write, a sender only tries it. Order is
+//! kept because a queued item counts in `queued_bytes` until the writer has written it, and a
+//! sender writes directly only while that count is zero. If the socket takes only part of the
+//! frame, the rest waits in the wire's `carry`, which the writer sends before anything else.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -16,6 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use tungstenite::protocol::Role;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::clock::unix_millis;
@@ -32,21 +44,39 @@ pub enum Outbound {
     Pong(Bytes),
     /// A close frame; the writer stops after sending it.
     Close(u16, &'static str),
+    /// The rest of a frame a sender began writing directly (this many bytes, in the [`Wire`]'s
+    /// carry): wakes the writer to send it.
+    Carried(usize),
 }
 
 /// Per-item bookkeeping cost counted against the queue bound on top of the payload itself.
 const QUEUE_ENTRY_OVERHEAD: usize = 64;
+/// The longest header of an unmasked WebSocket frame: opcode byte, length byte, 8-byte length.
+const MAX_HEADER_LEN: usize = 10;
 
 impl Outbound {
     /// What the item counts against the queue bound: its payload plus bookkeeping.
-    fn cost(&self) -> usize {
+    pub(crate) fn cost(&self) -> usize {
         QUEUE_ENTRY_OVERHEAD
             + match self {
                 Outbound::Text(text) => text.len(),
                 Outbound::Pong(payload) => payload.len(),
+                Outbound::Carried(len) => *len,
                 Outbound::Ping | Outbound::Close(..) => 0,
             }
     }
+}
+
+/// The right to write to a peer's socket, and what goes with it. The writer locks it to write; a
+/// sender writing a signal directly only tries to (it never waits for a busy writer).
+#[derive(Default)]
+pub(crate) struct Wire {
+    /// Bytes of a frame a sender began writing directly that the socket did not take at once. The
+    /// writer sends them before anything else. At most one frame: a direct write is only tried
+    /// while this is empty.
+    pub(crate) carry: Vec<u8>,
+    /// Set once the writer has sent a close frame or stopped: nothing may be written after it.
+    pub(crate) closed: bool,
 }
 
 /// State of one connection shared by its reader, its writer and its handle.
@@ -54,6 +84,11 @@ pub struct PeerShared {
     /// The socket. Reader and writer use it through `&TcpStream`; `shutdown` from any thread
     /// unblocks both.
     pub socket: TcpStream,
+    /// Whether this end is the server (frames unmasked) or a client (a link this hub opened).
+    pub(crate) role: Role,
+    /// Held while writing to `socket` (see the module docs).
+    pub(crate) wire: Mutex<Wire>,
+    /// Bytes queued and not yet written, counted per item as [`Outbound::cost`] says.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     last_activity_ms: AtomicU64,
@@ -61,9 +96,11 @@ pub struct PeerShared {
 }
 
 impl PeerShared {
-    /// Records that the peer's writer has taken `text` off the queue.
-    pub fn dequeued(&self, item: &Outbound) {
-        self.queued_bytes.fetch_sub(item.cost(), Ordering::Relaxed);
+    /// Records that the writer has written queued items costing `cost` in all (or dropped them,
+    /// once the connection is over). Until then they count, so that no signal is written directly
+    /// ahead of them.
+    pub fn written(&self, cost: usize) {
+        self.queued_bytes.fetch_sub(cost, Ordering::Release);
     }
 
     /// Shuts the socket down both ways, which ends the reader and the writer.
@@ -93,11 +130,13 @@ pub struct PeerHandle {
 }
 
 /// Creates the handle of a new connection, plus what its writer needs: the receiving end of the
-/// queue and the shared state.
+/// queue and the shared state. `role` is this end's: `Server` for peers, `Client` for the links
+/// this hub opens.
 pub fn new_peer(
     peer_id: PeerId,
     serial: u64,
     socket: TcpStream,
+    role: Role,
     max_queued_bytes: usize,
 ) -> (Arc<PeerHandle>, Receiver<Outbound>, Arc<PeerShared>) {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -105,6 +144,8 @@ pub fn new_peer(
     let remote_addr = socket.peer_addr().ok();
     let shared = Arc::new(PeerShared {
         socket,
+        role,
+        wire: Mutex::new(Wire::default()),
         queued_bytes: AtomicUsize::new(0),
         max_queued_bytes,
         last_activity_ms: AtomicU64::new(now),
@@ -127,6 +168,42 @@ impl PeerHandle {
     /// has stopped reading and has just been cut off (see the module docs).
     pub fn send_text(&self, text: String) -> bool {
         self.enqueue(Outbound::Text(Utf8Bytes::from(text)))
+    }
+
+    /// Sends a signal: written straight to the socket from the calling thread if nothing is
+    /// queued ahead of it and the writer is not writing, queued otherwise (see the module docs).
+    /// Never waits. Returns `false` if the signal could not be sent (as [`Self::send_text`]).
+    pub fn send_signal(&self, text: String) -> bool {
+        if !crate::write_now::AVAILABLE || self.shared.role != Role::Server {
+            return self.send_text(text);
+        }
+        let Some(mut wire) = self.shared.wire.try_lock() else {
+            return self.send_text(text);
+        };
+        if wire.closed || !wire.carry.is_empty() || self.shared.queued_bytes.load(Ordering::Acquire) != 0 {
+            drop(wire);
+            return self.send_text(text);
+        }
+        let mut frame = Vec::with_capacity(text.len() + MAX_HEADER_LEN);
+        // Formatting into a Vec cannot fail (it is the only I/O `format` does).
+        let _ = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true).format(&mut frame);
+        let sent = match crate::write_now::write_without_waiting(&self.shared.socket, &frame) {
+            Ok(sent) if sent == frame.len() => return true,
+            Ok(sent) => sent,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                // The connection is broken; its reader will notice and clean up.
+                drop(wire);
+                self.kill();
+                return false;
+            }
+        };
+        // The socket's buffer is full: the rest of the frame goes out before anything queued.
+        frame.drain(..sent);
+        let rest = frame.len();
+        wire.carry = frame;
+        drop(wire);
+        self.enqueue(Outbound::Carried(rest))
     }
 
     /// Queues a control item (ping, pong or close). Counted against the bound like text, so that

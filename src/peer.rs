@@ -1,11 +1,13 @@
 //! One connected peer's two threads: a reader (`<id>-reader`: the connection's own `conn-<n>`
 //! thread, which read the request head, renamed) and a writer (`<id>-writer`).
 //!
-//! The **reader** decodes frames and hands text to the router. It never writes: tungstenite would
+//! The **reader** decodes frames and hands text to the router. It never writes to its own socket
+//! (it may write a signal to its target's, see `outbox`): tungstenite would
 //! answer pings and closes itself, so the reader's view of the socket swallows writes
 //! ([`ReadOnly`]) and the reader queues the pong or close echo for the writer instead.
 //!
-//! The **writer** is the only thread that writes frames to the socket. It drains the peer's queue,
+//! The **writer** writes the frames queued for the peer (only signals may skip the queue, written
+//! by their sender when nothing is waiting: see `outbox`). It drains the peer's queue,
 //! writing everything that is waiting before one flush. In a burst (its last batch held more than
 //! one message) it yields before writing and keeps adding what arrived meanwhile, so that the burst
 //! lands in a few large writes; a lone message is written at once. After a close frame it waits
@@ -58,7 +60,7 @@ pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
     let writer_name = format!("{short}-writer");
     let spawned = thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
         let _slot = writer_slot;
-        contain_panic(&writer_name, || run_writer(outbox, writer_shared.clone(), Role::Server));
+        contain_panic(&writer_name, || run_writer(outbox, writer_shared.clone()));
         // However the writer ended, the connection ends with it; the reader then cleans up.
         writer_shared.kill();
     });
@@ -243,13 +245,15 @@ fn echo_code(code: u16) -> u16 {
     }
 }
 
-pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, role: Role) {
+pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>) {
     let _ = shared.socket.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut stream = &shared.socket;
     // Frames are formatted into one buffer and written in chunks of about WRITE_BUFFER bytes, so a
     // burst costs few system calls. The buffer is given back when the queue runs dry, so an idle
     // peer holds none.
     let mut buffer: Vec<u8> = Vec::new();
+    // What the items formatted into `buffer` cost against the queue bound; they keep counting
+    // until written, so that no signal is written directly ahead of them (see outbox).
+    let mut unwritten = 0;
     // Whether the last batch held more than one message: the sign of a burst (see below).
     let mut in_burst = false;
     'connection: while let Ok(first) = outbox.recv() {
@@ -258,15 +262,18 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
         let mut batched = 0;
         while let Some(item) = next {
             batched += 1;
-            shared.dequeued(&item);
+            unwritten += item.cost();
             closing = matches!(item, Outbound::Close(..));
-            if frame_of(item, role).format(&mut buffer).is_err() {
+            if let Some(frame) = frame_of(item, shared.role)
+                && frame.format(&mut buffer).is_err()
+            {
                 break 'connection;
             }
             if buffer.len() >= WRITE_BUFFER {
-                if stream.write_all(&buffer).is_err() {
+                if write_out(&shared, &buffer, false).is_err() {
                     break 'connection;
                 }
+                shared.written(std::mem::take(&mut unwritten));
                 buffer.clear();
             }
             if closing {
@@ -285,38 +292,93 @@ pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>, ro
             }
         }
         in_burst = batched > 1;
-        if stream.write_all(&buffer).and_then(|()| stream.flush()).is_err() || closing {
+        if write_out(&shared, &buffer, closing).is_err() || closing {
             break;
         }
+        shared.written(std::mem::take(&mut unwritten));
         buffer = Vec::new();
     }
+    shared.wire.lock().closed = true;
     let _ = shared.socket.shutdown(Shutdown::Write);
     // Wait for the reader to finish (every sender dropped) or the grace period to end.
     let deadline = Instant::now() + CLOSE_GRACE;
     while let Ok(item) = outbox.recv_deadline(deadline) {
-        shared.dequeued(&item);
+        shared.written(item.cost());
     }
     shared.kill();
 }
 
-/// The WebSocket frame for a queued item. Frames a client sends (on links this hub opens) are
-/// masked, as RFC 6455 requires.
-fn frame_of(item: Outbound, role: Role) -> Frame {
+/// Writes what a sender left in the wire's carry, then `buffer`, holding the wire throughout.
+/// After a close frame (`closing`), marks the wire closed so that nothing follows it.
+fn write_out(shared: &PeerShared, buffer: &[u8], closing: bool) -> io::Result<()> {
+    let mut stream = &shared.socket;
+    let mut wire = shared.wire.lock();
+    if !wire.carry.is_empty() {
+        stream.write_all(&wire.carry)?;
+        wire.carry = Vec::new();
+    }
+    stream.write_all(buffer)?;
+    wire.closed |= closing;
+    Ok(())
+}
+
+/// The WebSocket frame for a queued item (none for [`Outbound::Carried`], whose bytes are in the
+/// wire's carry). Frames a client sends (on links this hub opens) are masked, as RFC 6455 requires.
+fn frame_of(item: Outbound, role: Role) -> Option<Frame> {
     let mut frame = match item {
         Outbound::Text(text) => Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true),
         Outbound::Ping => Frame::ping(Bytes::new()),
         Outbound::Pong(payload) => Frame::pong(payload),
         Outbound::Close(code, reason) => Frame::close(Some(CloseFrame { code: code.into(), reason: reason.into() })),
+        Outbound::Carried(_) => return None,
     };
     if role == Role::Client {
         frame.header_mut().mask = Some(rand::random());
     }
-    frame
+    Some(frame)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::echo_code;
+    use super::{echo_code, run_writer};
+    use crate::outbox::new_peer;
+    use crate::peer_id::PeerId;
+    use std::net::{TcpListener, TcpStream};
+    use tungstenite::protocol::{Role, WebSocket};
+
+    /// Signals written directly by their senders and signals queued for the writer reach the peer
+    /// whole and in the order they were sent, also when the socket took only part of a frame.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_frame_the_socket_took_in_part_is_finished_before_anything_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let id = PeerId::parse(&"ab".repeat(20)).unwrap();
+        let (handle, outbox, shared) = new_peer(id, 1, server, Role::Server, 1 << 30);
+        let signal = |n: usize| format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7));
+        // Nobody reads yet: signals are written directly until the socket's buffers are full and
+        // one frame is taken only in part (its rest is queued as carried), then they queue.
+        let mut sent = 0;
+        while outbox.is_empty() {
+            assert!(handle.send_signal(signal(sent)));
+            sent += 1;
+            assert!(sent < 100_000, "the socket never filled up");
+        }
+        for _ in 0..10 {
+            assert!(handle.send_signal(signal(sent)));
+            sent += 1;
+        }
+        assert_eq!(outbox.len(), 11, "signals were written directly ahead of the carried rest");
+        let writer = std::thread::spawn(move || run_writer(outbox, shared));
+        let mut socket = WebSocket::from_raw_socket(client, Role::Client, None);
+        for n in 0..sent {
+            let message = socket.read().unwrap();
+            assert_eq!(message.into_text().unwrap().as_str(), signal(n));
+        }
+        drop(handle);
+        writer.join().unwrap();
+    }
 
     #[test]
     fn reserved_close_codes_are_never_echoed() {

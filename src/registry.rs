@@ -278,7 +278,10 @@ impl Registry {
             if entry.announced.as_ref().is_none_or(|a| &*a.network != network) {
                 return Err(RouteError::UnknownTarget);
             }
-            entry.handle.send_text(protocol::signal(kind, data, sender, target, network));
+            // Built and sent after the lock is released: the send may write to the target's socket.
+            let handle = entry.handle.clone();
+            drop(state);
+            handle.send_signal(protocol::signal(kind, data, sender, target, network));
             return Ok(());
         }
         if state.relay_local_signal(kind, sender, target, network, data) {
@@ -444,7 +447,8 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
-        let (handle, rx, _) = new_peer(id, serial, server.try_clone().unwrap(), 1 << 20);
+        let (handle, rx, _) =
+            new_peer(id, serial, server.try_clone().unwrap(), tungstenite::protocol::Role::Server, 1 << 20);
         TestPeer { handle, rx, _sockets: (client, server) }
     }
 

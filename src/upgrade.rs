@@ -83,7 +83,7 @@ pub(crate) fn accept(
             return None;
         }
     };
-    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, state.config.max_queued_bytes);
+    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, Role::Server, state.config.max_queued_bytes);
     if let Err(refusal) = state.registry.register(handle.clone()) {
         crate::log_debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
         refuse(stream, refusal.close_reason());

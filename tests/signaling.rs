@@ -206,3 +206,43 @@ fn an_oversized_message_closes_with_1009_and_others_are_unharmed() {
     let left = b.wait_for("peer-disconnected", |m| m["type"] == "peer-disconnected");
     assert_eq!(left["data"]["peerId"], a.id);
 }
+
+#[test]
+fn signals_to_a_peer_that_reads_late_arrive_whole_and_in_order() {
+    // Two senders at once, 12 MB of offers in all, for a target that reads nothing until they are
+    // done: the socket fills, some signals go straight to it and the rest wait in its queue.
+    let server = common::start_with(|c| {
+        c.max_messages_per_sec = 1_000_000;
+        c.message_burst = 1_000_000;
+        c.max_queued_bytes = 64 << 20;
+    });
+    let addr = server.local_addr();
+    let mut target = Client::join(addr, "n");
+    let senders: Vec<Client> = (0..2).map(|_| Client::join(addr, "n")).collect();
+    let sender_ids: Vec<String> = senders.iter().map(|s| s.id.clone()).collect();
+    target.wait_for("both senders", |m| m["type"] == "peer-discovered" && m["data"]["peerId"] == sender_ids[1]);
+    const EACH: usize = 384;
+    let blob = "x".repeat(16 * 1024);
+    let threads: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let (blob, target_id) = (blob.clone(), target.id.clone());
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let data = json!({"n": n, "blob": blob});
+                    sender.send(json!({"type": "offer", "networkName": "n", "targetPeerId": target_id, "data": data}));
+                }
+                sender
+            })
+        })
+        .collect();
+    let _senders: Vec<Client> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut next = [0; 2];
+    while next.iter().any(|&n| n < EACH) {
+        let offer = target.wait_for("the next offer", |m| m["type"] == "offer");
+        let from = sender_ids.iter().position(|id| offer["fromPeerId"] == *id).expect("an offer from a sender");
+        assert_eq!(offer["data"]["n"], next[from], "offers from one sender out of order");
+        assert_eq!(offer["data"]["blob"].as_str().map(str::len), Some(blob.len()));
+        next[from] += 1;
+    }
+}
