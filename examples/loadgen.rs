@@ -376,22 +376,52 @@ fn health_poll_scenario(o: &Options) -> Value {
 
 /// Asks the server for `GET /health` every 100 ms (a fresh connection each time, as a monitor
 /// would) until `stop`; reports how long the answers took and how many failed (5 s timeout).
+///
+/// It also reports how late the monitor itself woke from its sleeps between polls (`wakeLate*`):
+/// a wait that has nothing to do with the server. Where slow answers come with late wake-ups,
+/// the machine (its two cores, or the host under it) was not running the monitor, whatever the
+/// server did. `slowest` lists the five slowest answers and `latestWakes` the five latest
+/// wake-ups, each as [seconds since the start, ms], to line the two up.
 fn poll_health(url: &str, stop: &AtomicBool) -> Value {
+    const PERIOD: Duration = Duration::from_millis(100);
     let host = host_of(url);
-    let mut times = Vec::new();
+    let began = Instant::now();
+    let mut answers = Vec::new();
+    let mut wakes = Vec::new();
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         if health_ok(host) {
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            answers.push((started - began, started.elapsed()));
         } else {
             failures += 1;
         }
-        std::thread::sleep(Duration::from_millis(100).saturating_sub(started.elapsed()));
+        let pause = PERIOD.saturating_sub(started.elapsed());
+        let asleep = Instant::now();
+        std::thread::sleep(pause);
+        wakes.push((asleep - began, asleep.elapsed().saturating_sub(pause)));
     }
-    times.sort_by(f64::total_cmp);
-    let pct = |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied();
-    json!({"polls": times.len() + failures, "failures": failures, "p50Ms": pct(0.5), "p99Ms": pct(0.99), "maxMs": times.last()})
+    json!({"polls": answers.len() + failures, "failures": failures,
+           "p50Ms": percentile_ms(&answers, 0.5), "p99Ms": percentile_ms(&answers, 0.99),
+           "maxMs": percentile_ms(&answers, 1.0), "slowest": slowest(&answers, 5),
+           "wakeLateP50Ms": percentile_ms(&wakes, 0.5), "wakeLateP99Ms": percentile_ms(&wakes, 0.99),
+           "wakeLateMaxMs": percentile_ms(&wakes, 1.0), "latestWakes": slowest(&wakes, 5)})
+}
+
+/// The `q` quantile (0 to 1) of the durations in `(when, duration)` pairs, in ms.
+fn percentile_ms(samples: &[(Duration, Duration)], q: f64) -> Option<f64> {
+    let mut durations: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
+    durations.sort();
+    let index = ((durations.len() as f64 * q) as usize).min(durations.len().saturating_sub(1));
+    durations.get(index).map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// The `n` longest durations as `[seconds since the start, ms]`, longest first.
+fn slowest(samples: &[(Duration, Duration)], n: usize) -> Value {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by_key(|&(_, duration)| std::cmp::Reverse(duration));
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    sorted.iter().take(n).map(|(at, d)| json!([round(at.as_secs_f64()), round(d.as_secs_f64() * 1000.0)])).collect()
 }
 
 fn health_ok(host: &str) -> bool {
