@@ -380,30 +380,41 @@ fn health_poll_scenario(o: &Options) -> Value {
 /// It also reports how late the monitor itself woke from its sleeps between polls (`wakeLate*`):
 /// a wait that has nothing to do with the server. Where slow answers come with late wake-ups,
 /// the machine (its two cores, or the host under it) was not running the monitor, whatever the
-/// server did. `slowest` lists the five slowest answers and `latestWakes` the five latest
-/// wake-ups, each as [seconds since the start, ms], to line the two up.
+/// server did. `slowest` lists the five slowest answers as [seconds since the start, ms until
+/// connected, until the first byte, until complete], and `latestWakes` the five latest wake-ups as
+/// [seconds since the start, ms late], to line the two up.
 fn poll_health(url: &str, stop: &AtomicBool) -> Value {
     const PERIOD: Duration = Duration::from_millis(100);
     let host = host_of(url);
     let began = Instant::now();
     let mut answers = Vec::new();
+    let mut timings = Vec::new();
     let mut wakes = Vec::new();
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        if health_ok(host) {
-            answers.push((started - began, started.elapsed()));
-        } else {
-            failures += 1;
+        match health_ok(host) {
+            Some(timing) => {
+                answers.push((started - began, timing.total));
+                timings.push((started - began, timing));
+            }
+            None => failures += 1,
         }
         let pause = PERIOD.saturating_sub(started.elapsed());
         let asleep = Instant::now();
         std::thread::sleep(pause);
         wakes.push((asleep - began, asleep.elapsed().saturating_sub(pause)));
     }
+    timings.sort_by_key(|&(_, timing)| std::cmp::Reverse(timing.total));
+    let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+    let phases: Vec<Value> = timings
+        .iter()
+        .take(5)
+        .map(|(at, t)| json!([ms(*at) / 1000.0, ms(t.connected), ms(t.first_byte), ms(t.total)]))
+        .collect();
     json!({"polls": answers.len() + failures, "failures": failures,
            "p50Ms": percentile_ms(&answers, 0.5), "p99Ms": percentile_ms(&answers, 0.99),
-           "maxMs": percentile_ms(&answers, 1.0), "slowest": slowest(&answers, 5),
+           "maxMs": percentile_ms(&answers, 1.0), "slowest": phases,
            "wakeLateP50Ms": percentile_ms(&wakes, 0.5), "wakeLateP99Ms": percentile_ms(&wakes, 0.99),
            "wakeLateMaxMs": percentile_ms(&wakes, 1.0), "latestWakes": slowest(&wakes, 5)})
 }
@@ -424,15 +435,32 @@ fn slowest(samples: &[(Duration, Duration)], n: usize) -> Value {
     sorted.iter().take(n).map(|(at, d)| json!([round(at.as_secs_f64()), round(d.as_secs_f64() * 1000.0)])).collect()
 }
 
-fn health_ok(host: &str) -> bool {
+/// How long one `/health` answer took, in its phases.
+#[derive(Clone, Copy)]
+struct HealthTiming {
+    /// Until the connection was established (the kernel's handshake; the server's code not yet).
+    connected: Duration,
+    /// Until the first byte of the reply arrived.
+    first_byte: Duration,
+    /// Until the reply was complete (the server closed the connection).
+    total: Duration,
+}
+
+/// One `GET /health` on a fresh connection: its timing if the answer was 200 OK within 5 s.
+fn health_ok(host: &str) -> Option<HealthTiming> {
     let limit = Duration::from_secs(5);
-    let Ok(mut stream) = TcpStream::connect(host) else { return false };
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(host).ok()?;
+    let connected = started.elapsed();
     let _ = stream.set_read_timeout(Some(limit));
     let request = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    let mut reply = Vec::new();
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_to_end(&mut reply).is_ok()
-        && reply.starts_with(b"HTTP/1.1 200")
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = vec![0; 1];
+    stream.read_exact(&mut reply).ok()?;
+    let first_byte = started.elapsed();
+    stream.read_to_end(&mut reply).ok()?;
+    let timing = HealthTiming { connected, first_byte, total: started.elapsed() };
+    reply.starts_with(b"HTTP/1.1 200").then_some(timing)
 }
 
 // ------------------------------------------------------------------------------------------------
