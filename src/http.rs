@@ -173,7 +173,10 @@ fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>) {
 /// client still sends (at most [`LINGER`]), both sides, so the reply is never lost to a reset.
 fn write_and_close<R: Read>(stream: TcpStream, reply: Response<R>, minor_version: u8, head_only: bool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    if write_reply(&stream, reply, minor_version, head_only, None).is_err() {
+    // The reply leaves with the FIN: the client wakes once, to a complete answer. Sent apart, the
+    // reply woke it (and could hand it this thread's CPU) before the FIN was even sent.
+    let Ok(rendered) = render_reply(reply, minor_version, head_only, None) else { return };
+    if crate::send_flags::write_all_before_fin(&stream, &rendered).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
@@ -191,9 +194,19 @@ pub(crate) fn write_reply<R: Read>(
     head_only: bool,
     upgrade: Option<&str>,
 ) -> std::io::Result<()> {
+    stream.write_all(&render_reply(reply, minor_version, head_only, upgrade)?)
+}
+
+/// `reply` as the bytes to send (see [`write_reply`]).
+fn render_reply<R: Read>(
+    reply: Response<R>,
+    minor_version: u8,
+    head_only: bool,
+    upgrade: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
     let mut rendered = Vec::with_capacity(512);
     reply.raw_print(&mut rendered, HTTPVersion(1, minor_version), &[], head_only, upgrade)?;
-    stream.write_all(&rendered)
+    Ok(rendered)
 }
 
 /// Reads and discards until the peer closes, an error, or `limit` has passed: the polite end of a

@@ -58,12 +58,12 @@ mod rate_limit;
 mod registry;
 mod request_head;
 mod router;
+mod send_flags;
 mod server;
 mod thread_budget;
 mod thread_name;
 mod time_slice;
 mod upgrade;
-mod write_now;
 
 pub use config::{Config, ConfigError, ENV_HELP};
 pub use error::Error;

@@ -1,0 +1,96 @@
+//! `send(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`), and held back to
+//! leave with what follows (`MSG_MORE`).
+//!
+//! A peer's socket is shared by its reader, which blocks in `read`, and whoever writes to it.
+//! Switching the socket to non-blocking mode would switch the reader too, so a sender that wants
+//! to write only if the kernel takes the bytes at once asks for that on the one call instead
+//! (see `PeerHandle::send_signal`). Elsewhere than Linux, [`AVAILABLE`] is false: callers queue as
+//! they would otherwise, and a held-back write is a plain one.
+
+use std::io;
+use std::net::TcpStream;
+
+/// Whether [`write_without_waiting`] can be used here.
+pub(crate) const AVAILABLE: bool = cfg!(target_os = "linux");
+
+#[cfg(target_os = "linux")]
+mod sys {
+    unsafe extern "C" {
+        pub(super) fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
+    }
+    pub(super) const MSG_DONTWAIT: i32 = 0x40;
+    pub(super) const MSG_MORE: i32 = 0x8000;
+    pub(super) const MSG_NOSIGNAL: i32 = 0x4000;
+
+    /// One `send` on `socket`: how many bytes were taken. Never raises SIGPIPE.
+    pub(super) fn send_with(socket: &std::net::TcpStream, bytes: &[u8], flags: i32) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor belongs to `socket`, which outlives the call, and `bytes` is a
+        // valid buffer of the length passed.
+        let sent = unsafe { send(socket.as_raw_fd(), bytes.as_ptr(), bytes.len(), flags | MSG_NOSIGNAL) };
+        if sent < 0 { Err(std::io::Error::last_os_error()) } else { Ok(sent as usize) }
+    }
+}
+
+/// Writes as much of `bytes` as the socket's send buffer takes right now. Returns how many bytes
+/// were taken; `WouldBlock` when none could be.
+#[cfg(target_os = "linux")]
+pub(crate) fn write_without_waiting(socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    sys::send_with(socket, bytes, sys::MSG_DONTWAIT)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn write_without_waiting(_socket: &TcpStream, _bytes: &[u8]) -> io::Result<usize> {
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+/// Writes all of `bytes` as the last thing before the caller shuts the write side down: the kernel
+/// holds them back (`MSG_MORE`) so that they leave together with the FIN, one segment and one
+/// wake-up of the reader instead of two. Blocks as a plain write does.
+#[cfg(target_os = "linux")]
+pub(crate) fn write_all_before_fin(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match sys::send_with(socket, bytes, sys::MSG_MORE) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn write_all_before_fin(mut socket: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    io::Write::write_all(&mut socket, bytes)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_full_socket_takes_part_then_nothing_and_never_blocks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader, _) = listener.accept().unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        // Nobody reads, so the socket buffers fill up: some writes are partial, then none is taken.
+        let mut taken = 0;
+        let error = loop {
+            match super::write_without_waiting(&writer, &chunk) {
+                Ok(n) => taken += n,
+                Err(err) => break err,
+            }
+            assert!(taken < 1 << 30, "the socket never filled up");
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(taken > 0);
+        // What was taken arrives, in full.
+        drop(writer);
+        let mut received = Vec::new();
+        reader.read_to_end(&mut received).unwrap();
+        assert_eq!(received.len(), taken);
+    }
+}
