@@ -22,15 +22,28 @@ use crate::server::ServerState;
 const BANNER: &str = concat!("PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ", env!("CARGO_PKG_VERSION"), ")");
 /// How long, after replying, unread request bytes are drained so the reply is not lost to a reset.
 const LINGER: Duration = Duration::from_millis(500);
+/// How long the HTTP desk lets one reply's write take before it gives up on that client.
+const PROMPT_WRITE_LIMIT: Duration = Duration::from_millis(100);
+
+/// How a connection ends once its reply is written (and its write side shut down).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Parting {
+    /// Drain what the client still sends until it closes, at most [`LINGER`]: the polite end, for
+    /// a connection's own thread.
+    Linger,
+    /// Discard what has arrived unread and close at once: for the HTTP desk, which serves everyone
+    /// and must not wait on one client (see `http_desk`).
+    Prompt,
+}
 
 /// Answers one HTTP request. Any method is served like `GET` (as the reference does), except `HEAD`
 /// (no body) and `OPTIONS` (a CORS preflight, on any path).
-pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState) {
+pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState, parting: Parting) {
     if head.method == "OPTIONS" {
         let reply = with_cors(Response::from_data(Vec::new()), state);
         let reply = with_header(reply, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
         let reply = with_header(reply, "Access-Control-Allow-Headers", "Content-Type, Authorization");
-        return send(stream, head, reply);
+        return send(stream, head, reply, parting);
     }
     let reply = match head.path() {
         "/" => {
@@ -46,7 +59,7 @@ pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState
             state,
         ),
     };
-    send(stream, head, reply);
+    send(stream, head, reply, parting);
 }
 
 /// Answers a request that cannot be served (bad head, failed handshake) with a JSON error.
@@ -66,7 +79,7 @@ pub(crate) fn reply_error_with(
     if let Some((name, value)) = extra {
         reply = with_header(reply, name, value);
     }
-    write_and_close(stream, reply, 1, false);
+    write_and_close(stream, reply, 1, false, Parting::Linger);
 }
 
 #[derive(Serialize)]
@@ -165,14 +178,22 @@ fn with_header<R: Read>(reply: Response<R>, name: &str, value: &str) -> Response
     }
 }
 
-fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>) {
-    write_and_close(stream, reply, head.minor_version, head.method == "HEAD");
+fn send<R: Read>(stream: TcpStream, head: &RequestHead, reply: Response<R>, parting: Parting) {
+    write_and_close(stream, reply, head.minor_version, head.method == "HEAD", parting);
 }
 
-/// Writes `reply`, then closes the socket: write side first, then, after draining what the
-/// client still sends (at most [`LINGER`]), both sides, so the reply is never lost to a reset.
-fn write_and_close<R: Read>(stream: TcpStream, reply: Response<R>, minor_version: u8, head_only: bool) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+/// Writes `reply`, then closes the socket: write side first, then both sides, as `parting` says.
+fn write_and_close<R: Read>(
+    stream: TcpStream,
+    reply: Response<R>,
+    minor_version: u8,
+    head_only: bool,
+    parting: Parting,
+) {
+    // A reply fits a fresh connection's send buffer, so the write never waits for a client that
+    // reads: the limit is for one that does not. The desk allows it less.
+    let write_limit = if parting == Parting::Prompt { PROMPT_WRITE_LIMIT } else { Duration::from_secs(5) };
+    let _ = stream.set_write_timeout(Some(write_limit));
     // The reply leaves with the FIN: the client wakes once, to a complete answer. Sent apart, the
     // reply woke it (and could hand it this thread's CPU) before the FIN was even sent.
     let Ok(rendered) = render_reply(reply, minor_version, head_only, None) else { return };
@@ -180,7 +201,20 @@ fn write_and_close<R: Read>(stream: TcpStream, reply: Response<R>, minor_version
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
-    drain(&stream, LINGER);
+    match parting {
+        Parting::Linger => drain(&stream, LINGER),
+        Parting::Prompt => discard_unread(&stream),
+    }
+}
+
+/// Reads and drops whatever has already arrived, without waiting: closing a socket with unread
+/// input would send a reset, which can destroy the reply before the client reads it.
+fn discard_unread(mut stream: &TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    while let Ok(1..) = stream.read(&mut sink) {}
 }
 
 /// Writes `reply` (as HTTP/1.`minor_version`) with one system call. tiny_http prints a reply piece

@@ -44,6 +44,7 @@ mod error;
 mod fd_limit;
 mod futex_hash;
 mod http;
+mod http_desk;
 mod hub_link;
 mod listener;
 pub mod log;

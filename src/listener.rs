@@ -4,7 +4,14 @@
 //! The accept thread only accepts: each socket is handed to its own `conn-<n>` thread at once (which
 //! answers an HTTP request, or becomes the reader of a WebSocket peer),
 //! so a client that connects and then says nothing (or dribbles its head byte by byte) holds up
-//! nobody but itself, and only until `HANDSHAKE_TIMEOUT_SECS`.
+//! nobody but itself, and only until `HANDSHAKE_TIMEOUT_SECS`. The one exception: a plain HTTP
+//! request whose head is already complete when it is accepted goes to the HTTP desk
+//! (`http_desk`), which answers it without starting a thread.
+//!
+//! The accept thread does not start those threads itself either: it hands the socket to the
+//! `starter` thread. Starting a thread takes a few microseconds on a quiet server, but while
+//! thousands of peers connect it took up to 31 ms (`bench/capacity.sh`), and every connection
+//! behind it in the accept queue, a health check included, waited that long for its turn.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +20,9 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::http_desk::HttpDesk;
 use crate::request_head::{HeadError, RequestHead, read_head};
 use crate::server::ServerState;
 use crate::upgrade::AdmittedPeer;
@@ -25,12 +35,26 @@ const CONNECTION_STACK: usize = 256 * 1024;
 
 /// Accepts connections until the server shuts down.
 pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
+    let desk = HttpDesk::start(state.clone());
+    let starter = Starter::start(state.clone());
     for stream in listener.incoming() {
         if state.is_shutting_down() {
             break;
         }
         match stream {
-            Ok(stream) => hand_off(stream, &state),
+            Ok(stream) => {
+                let stream = match &desk {
+                    Some(desk) => match desk.try_take(stream) {
+                        Ok(()) => continue,
+                        Err(stream) => stream,
+                    },
+                    None => stream,
+                };
+                match &starter {
+                    Some(starter) => starter.start_thread_for(stream, &state),
+                    None => hand_off(stream, &state),
+                }
+            }
             Err(err) => {
                 crate::log_warn!("accept failed: {err}");
                 // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
@@ -41,6 +65,45 @@ pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
         }
     }
 }
+
+/// Connections that may wait for the starter thread. Past this the accept thread starts their
+/// threads itself, and so accepts more slowly: the listen backlog then holds the rest.
+const WAITING_TO_START: usize = 1024;
+
+/// The accept thread's side of the `starter` thread, which starts each connection's own thread.
+struct Starter {
+    waiting: Sender<TcpStream>,
+}
+
+impl Starter {
+    /// Starts the starter thread; `None` if it cannot be started (the accept thread then starts
+    /// connection threads itself). The thread ends when the `Starter` is dropped.
+    fn start(state: Arc<ServerState>) -> Option<Starter> {
+        let (waiting, arrivals) = crossbeam_channel::bounded::<TcpStream>(WAITING_TO_START);
+        let spawned = thread::Builder::new().name("starter".into()).stack_size(STARTER_STACK).spawn(move || {
+            for stream in arrivals {
+                hand_off(stream, &state);
+            }
+        });
+        match spawned {
+            Ok(_) => Some(Starter { waiting }),
+            Err(err) => {
+                crate::log_warn!("cannot start the starter thread ({err}); the accept thread starts threads itself");
+                None
+            }
+        }
+    }
+
+    /// Has the connection's thread started, by the starter thread if it has room in its queue.
+    fn start_thread_for(&self, stream: TcpStream, state: &Arc<ServerState>) {
+        if let Err(TrySendError::Full(stream) | TrySendError::Disconnected(stream)) = self.waiting.try_send(stream) {
+            hand_off(stream, state);
+        }
+    }
+}
+
+/// The starter's stack: it only starts threads.
+const STARTER_STACK: usize = 128 * 1024;
 
 /// Starts the connection's own thread, unless too many handshakes are already in flight.
 fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
@@ -108,7 +171,7 @@ fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) -> Option<
     if head.wants_websocket() {
         upgrade::accept(stream, &head, leftover, state)
     } else {
-        http::respond(stream, &head, state);
+        http::respond(stream, &head, state, http::Parting::Linger);
         None
     }
 }
