@@ -45,10 +45,10 @@ impl HttpDesk {
     /// thread). The thread ends when the desk is dropped.
     pub(crate) fn start(state: Arc<ServerState>) -> Option<HttpDesk> {
         let (waiting, arrivals) = crossbeam_channel::bounded(WAITING);
-        let spawned = thread::Builder::new()
-            .name("http-desk".into())
-            .stack_size(DESK_STACK)
-            .spawn(move || serve_arrivals(arrivals, &state));
+        let spawned = thread::Builder::new().name("http-desk".into()).stack_size(DESK_STACK).spawn(move || {
+            crate::time_slice::prefer_prompt_wakeups();
+            serve_arrivals(arrivals, &state)
+        });
         match spawned {
             Ok(_) => Some(HttpDesk { waiting }),
             Err(err) => {

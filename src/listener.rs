@@ -33,10 +33,15 @@ use crate::{http, peer, upgrade};
 /// a thread touches cost memory; the rest is address space.
 const CONNECTION_STACK: usize = 256 * 1024;
 
-/// Accepts connections until the server shuts down.
-pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
-    let desk = HttpDesk::start(state.clone());
-    let starter = Starter::start(state.clone());
+/// Accepts connections until the server shuts down, handing each to the `desk` or the `starter`
+/// (when they could not be started, the accept thread starts connection threads itself). The desk
+/// and the starter end when this returns.
+pub(crate) fn run_accept_loop(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    desk: Option<HttpDesk>,
+    starter: Option<Starter>,
+) {
     for stream in listener.incoming() {
         if state.is_shutting_down() {
             break;
@@ -71,16 +76,18 @@ pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>) {
 const WAITING_TO_START: usize = 1024;
 
 /// The accept thread's side of the `starter` thread, which starts each connection's own thread.
-struct Starter {
+pub(crate) struct Starter {
     waiting: Sender<TcpStream>,
 }
 
 impl Starter {
     /// Starts the starter thread; `None` if it cannot be started (the accept thread then starts
     /// connection threads itself). The thread ends when the `Starter` is dropped.
-    fn start(state: Arc<ServerState>) -> Option<Starter> {
+    pub(crate) fn start(state: Arc<ServerState>) -> Option<Starter> {
         let (waiting, arrivals) = crossbeam_channel::bounded::<TcpStream>(WAITING_TO_START);
         let spawned = thread::Builder::new().name("starter".into()).stack_size(STARTER_STACK).spawn(move || {
+            // The connection threads it starts inherit this (see time_slice).
+            crate::time_slice::prefer_prompt_wakeups();
             for stream in arrivals {
                 hand_off(stream, &state);
             }

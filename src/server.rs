@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::http_desk::HttpDesk;
 use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
@@ -130,9 +131,11 @@ impl Server {
         };
         let acceptor = {
             let state = state.clone();
+            let desk = HttpDesk::start(state.clone());
+            let starter = listener::Starter::start(state.clone());
             spawn_named("acceptor", move || {
                 crate::time_slice::prefer_prompt_wakeups();
-                listener::run_accept_loop(listener, state)
+                listener::run_accept_loop(listener, state, desk, starter)
             })?
         };
         // The first process figures for /health, with the server's own threads running; the

@@ -6,10 +6,10 @@
 //! deadline comes sooner, so it is picked ahead of threads with the default slice (and may preempt
 //! them when it wakes), without getting a larger share of the CPU and without privileges.
 //!
-//! The acceptor asks for one; the HTTP desk and the starter, which it starts, inherit it, and so do
-//! the connection threads the starter starts, so an HTTP request is served promptly; a connection
-//! that turns out to be a WebSocket peer goes back to the default before it starts its writer, so
-//! peers stay equals among themselves. Measured during the
+//! The acceptor, the HTTP desk and the starter ask for one, and the connection threads the starter
+//! starts inherit it, so an HTTP request is served promptly; a connection that turns out to be a
+//! WebSocket peer goes back to the default before it starts its writer, so peers stay equals among
+//! themselves. Measured during the
 //! 10,000-peer announce storm (`bench/capacity.sh`), the server's time from accepting a `/health`
 //! connection to having written the reply: worst 15-49 ms over three runs with the short slice,
 //! 22-1,158 ms without. Elsewhere (older kernels, other systems) the request is refused or absent
