@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side performance: PeerPigeon-rs against the JavaScript reference (peerpigeon@1.1.3),
 # measured from the outside by the same load generator (examples/loadgen.rs), servers alternating,
-# several runs each; prints a table of medians and ratios (PeerPigeon-rs / reference).
+# several runs each, plus two linked hubs of each kind; prints a table of medians and ratios
+# (PeerPigeon-rs / reference).
 #
 #   bash bench/compare.sh [runs=3] [peers=1000]
 #
@@ -36,6 +37,30 @@ measure() {
   echo "  $server $name: $line" | cut -c1-200
 }
 
+# measure_hub SERVER: two hubs of SERVER ("rs" or "js"), B linked to A; the load generator's `hub`
+# scenario puts half of 200 peers on each (cross-hub discovery, then signals across the link at
+# 1,000/s). Appended to the results like the others.
+measure_hub() {
+  local server="$1" port_a port_b
+  port_a="$(free_port)"
+  port_b="$(free_port)"
+  if [ "$server" = rs ]; then
+    start_rust "bench-hub-a" "$port_a" IS_HUB=true
+    start_rust "bench-hub-b" "$port_b" IS_HUB=true BOOTSTRAP_HUBS="ws://127.0.0.1:$port_a"
+  else
+    start_js "bench-hub-a" "$port_a" --hub
+    start_js "bench-hub-b" "$port_b" --hub --bootstrap "ws://127.0.0.1:$port_a"
+  fi
+  local hub_a="${pids[-2]}" hub_b="${pids[-1]}"
+  local line
+  line="$("$loadgen" hub --url "ws://127.0.0.1:$port_a" --url2 "ws://127.0.0.1:$port_b" --peers 200 \
+    --seconds 10 --rate 1000 2>/dev/null || echo '{}')"
+  kill "$hub_a" "$hub_b" 2>/dev/null || true
+  wait "$hub_a" "$hub_b" 2>/dev/null || true
+  echo "{\"server\":\"$server\",\"name\":\"hub\",\"result\":$line}" >>"$results"
+  echo "  $server hub: $line" | cut -c1-200
+}
+
 for run in $(seq "$runs"); do
   echo "== run $run of $runs"
   for server in rs js; do
@@ -45,6 +70,7 @@ for run in $(seq "$runs"); do
     measure "$server" latency-5k relay --peers "$peers" --seconds 10 --rate 5000
     measure "$server" latency-20k relay --peers "$peers" --seconds 10 --rate 20000
     measure "$server" churn churn --workers 100 --seconds 10
+    measure_hub "$server"
   done
 done
 python3 "$root/bench/table.py" "$results"

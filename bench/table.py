@@ -15,6 +15,10 @@ FIGURES = [
     ("latency-5k", "  lost + duplicated at 5,000/s", lambda r: (r.get("lost", 0) + r.get("duplicated", 0)), False),
     ("latency-20k", "  lost + duplicated at 20,000/s", lambda r: (r.get("lost", 0) + r.get("duplicated", 0)), False),
     ("churn", "churn, connections/s", lambda r: r.get("connectionsPerSec"), True),
+    ("hub", "cross-hub discovery, 2 hubs x 100 peers, ms", lambda r: r.get("crossHubDiscoveryMs"), False),
+    ("hub", "  peers still missing a discovery after 60 s", lambda r: r.get("incompletePeers"), False),
+    ("hub", "cross-hub relay p99 at 1,000 signals/s, ms", lambda r: r.get("latencyMs", {}).get("p99"), False),
+    ("hub", "  lost + duplicated across hubs", lambda r: (r.get("lost", 0) + r.get("duplicated", 0)), False),
 ]
 
 
@@ -28,7 +32,7 @@ def main(path):
             xs = [x for x in xs if isinstance(x, (int, float))]
             values[server] = statistics.median(xs) if xs else None
         rs, js = values["rs"], values["js"]
-        ratio = f"{rs / js:.2f}x" if rs is not None and js else "-"
+        ratio = "-" if rs is None or not js else "<0.01x" if rs / js < 0.01 else f"{rs / js:.2f}x"
         fmt = lambda v: "-" if v is None else f"{v:,.1f}"
         print(f"{label:50} {fmt(rs):>14} {fmt(js):>12} {ratio:>8}")
     runs = max((sum(1 for r in rows if r["server"] == s and r["name"] == "discovery") for s in ("rs", "js")), default=0)
