@@ -197,7 +197,7 @@ fn write_and_close<R: Read>(
     // The reply leaves with the FIN: the client wakes once, to a complete answer. Sent apart, the
     // reply woke it (and could hand it this thread's CPU) before the FIN was even sent.
     let Ok(rendered) = render_reply(reply, minor_version, head_only, None) else { return };
-    if crate::send_flags::write_all_before_fin(&stream, &rendered).is_err() {
+    if crate::socket_flags::write_all_before_fin(&stream, &rendered).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
@@ -209,12 +209,9 @@ fn write_and_close<R: Read>(
 
 /// Reads and drops whatever has already arrived, without waiting: closing a socket with unread
 /// input would send a reset, which can destroy the reply before the client reads it.
-fn discard_unread(mut stream: &TcpStream) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
+fn discard_unread(stream: &TcpStream) {
     let mut sink = [0u8; 4096];
-    while let Ok(1..) = stream.read(&mut sink) {}
+    while let Ok(1..) = crate::socket_flags::read_without_waiting(stream, &mut sink) {}
 }
 
 /// Writes `reply` (as HTTP/1.`minor_version`) with one system call. tiny_http prints a reply piece

@@ -22,44 +22,26 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::http_desk::HttpDesk;
+use crate::error::Error;
 use crate::request_head::{HeadError, RequestHead, read_head};
-use crate::server::ServerState;
+use crate::server::{ServerState, spawn_named};
 use crate::upgrade::AdmittedPeer;
-use crate::{http, peer, upgrade};
+use crate::{http, http_desk, peer, upgrade};
 
 /// Stack of a connection's thread. It parses the request head, and for a WebSocket it goes on to be
 /// the peer's reader, whose JSON decoding recurses (serde_json stops at 128 levels). Only the pages
 /// a thread touches cost memory; the rest is address space.
 const CONNECTION_STACK: usize = 256 * 1024;
 
-/// Accepts connections until the server shuts down, handing each to the `desk` or the `starter`
-/// (when they could not be started, the accept thread starts connection threads itself). The desk
-/// and the starter end when this returns.
-pub(crate) fn run_accept_loop(
-    listener: TcpListener,
-    state: Arc<ServerState>,
-    desk: Option<HttpDesk>,
-    starter: Option<Starter>,
-) {
+/// Accepts connections until the server shuts down, handing each to the HTTP desk or the starter
+/// (see the module docs). Their threads end when this returns.
+pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs) {
     for stream in listener.incoming() {
         if state.is_shutting_down() {
             break;
         }
         match stream {
-            Ok(stream) => {
-                let stream = match &desk {
-                    Some(desk) => match desk.try_take(stream) {
-                        Ok(()) => continue,
-                        Err(stream) => stream,
-                    },
-                    None => stream,
-                };
-                match &starter {
-                    Some(starter) => starter.start_thread_for(stream, &state),
-                    None => hand_off(stream, &state),
-                }
-            }
+            Ok(stream) => handoffs.route(stream, &state),
             Err(err) => {
                 crate::log_warn!("accept failed: {err}");
                 // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
@@ -75,42 +57,66 @@ pub(crate) fn run_accept_loop(
 /// threads itself, and so accepts more slowly: the listen backlog then holds the rest.
 const WAITING_TO_START: usize = 1024;
 
-/// The accept thread's side of the `starter` thread, which starts each connection's own thread.
-pub(crate) struct Starter {
-    waiting: Sender<TcpStream>,
+/// The two threads the accept thread hands connections to.
+pub(crate) struct Handoffs {
+    /// Answers plain HTTP requests that are complete on arrival (`http_desk`).
+    desk: Handoff<(TcpStream, RequestHead)>,
+    /// Starts every other connection's own thread.
+    starter: Handoff<TcpStream>,
 }
 
-impl Starter {
-    /// Starts the starter thread; `None` if it cannot be started (the accept thread then starts
-    /// connection threads itself). The thread ends when the `Starter` is dropped.
-    pub(crate) fn start(state: Arc<ServerState>) -> Option<Starter> {
-        let (waiting, arrivals) = crossbeam_channel::bounded::<TcpStream>(WAITING_TO_START);
-        let spawned = thread::Builder::new().name("starter".into()).stack_size(STARTER_STACK).spawn(move || {
-            // The connection threads it starts inherit this (see time_slice).
-            crate::time_slice::prefer_prompt_wakeups();
-            for stream in arrivals {
-                hand_off(stream, &state);
-            }
-        });
-        match spawned {
-            Ok(_) => Some(Starter { waiting }),
-            Err(err) => {
-                crate::log_warn!("cannot start the starter thread ({err}); the accept thread starts threads itself");
-                None
-            }
-        }
+impl Handoffs {
+    /// Starts the desk and the starter threads.
+    pub(crate) fn start(state: &Arc<ServerState>) -> Result<Handoffs, Error> {
+        let desk_state = state.clone();
+        let desk = Handoff::start("http-desk", http_desk::WAITING, move |(stream, head)| {
+            http_desk::answer(stream, head, &desk_state)
+        })?;
+        let starter_state = state.clone();
+        let starter = Handoff::start("starter", WAITING_TO_START, move |stream| hand_off(stream, &starter_state))?;
+        Ok(Handoffs { desk, starter })
     }
 
-    /// Has the connection's thread started, by the starter thread if it has room in its queue.
-    fn start_thread_for(&self, stream: TcpStream, state: &Arc<ServerState>) {
-        if let Err(TrySendError::Full(stream) | TrySendError::Disconnected(stream)) = self.waiting.try_send(stream) {
+    /// Hands a just-accepted connection to the desk or the starter; if their queues are full, the
+    /// calling thread starts the connection's thread itself.
+    fn route(&self, stream: TcpStream, state: &Arc<ServerState>) {
+        let stream = match http_desk::waiting_plain_request(&stream) {
+            Some(head) => match self.desk.try_pass((stream, head)) {
+                Ok(()) => return,
+                Err((stream, _)) => stream,
+            },
+            None => stream,
+        };
+        if let Err(stream) = self.starter.try_pass(stream) {
             hand_off(stream, state);
         }
     }
 }
 
-/// The starter's stack: it only starts threads.
-const STARTER_STACK: usize = 128 * 1024;
+/// A thread that serves what it is handed, one item at a time, from a bounded queue. It asks for
+/// the short time slice (see `time_slice`; the threads the starter starts inherit it), and ends
+/// when the `Handoff` is dropped.
+struct Handoff<T> {
+    waiting: Sender<T>,
+}
+
+impl<T: Send + 'static> Handoff<T> {
+    fn start(name: &str, capacity: usize, mut serve: impl FnMut(T) + Send + 'static) -> Result<Handoff<T>, Error> {
+        let (waiting, arrivals) = crossbeam_channel::bounded::<T>(capacity);
+        spawn_named(name, move || {
+            crate::time_slice::prefer_prompt_wakeups();
+            for item in arrivals {
+                serve(item);
+            }
+        })?;
+        Ok(Handoff { waiting })
+    }
+
+    /// Queues `item` without waiting; gives it back if the queue is full.
+    fn try_pass(&self, item: T) -> Result<(), T> {
+        self.waiting.try_send(item).map_err(|(TrySendError::Full(item) | TrySendError::Disconnected(item))| item)
+    }
+}
 
 /// Starts the connection's own thread, unless too many handshakes are already in flight.
 fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {

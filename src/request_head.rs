@@ -84,7 +84,7 @@ pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<(Vec<u8>, 
 }
 
 /// Position just past the blank line that ends a head.
-fn find_head_end(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn find_head_end(bytes: &[u8]) -> Option<usize> {
     bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
 }
 

@@ -16,7 +16,6 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::http_desk::HttpDesk;
 use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
@@ -131,11 +130,10 @@ impl Server {
         };
         let acceptor = {
             let state = state.clone();
-            let desk = HttpDesk::start(state.clone());
-            let starter = listener::Starter::start(state.clone());
+            let handoffs = listener::Handoffs::start(&state)?;
             spawn_named("acceptor", move || {
                 crate::time_slice::prefer_prompt_wakeups();
-                listener::run_accept_loop(listener, state, desk, starter)
+                listener::run_accept_loop(listener, state, handoffs)
             })?
         };
         // The first process figures for /health, with the server's own threads running; the
@@ -249,7 +247,7 @@ fn warn_if_threads_are_short(state: &ServerState, wanted: usize) {
 }
 
 /// Starts a named long-lived server thread.
-fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+pub(crate) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
     thread::Builder::new().name(name.to_string()).stack_size(256 * 1024).spawn(body).map_err(Error::Spawn)
 }
 

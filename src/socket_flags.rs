@@ -1,23 +1,26 @@
-//! `send(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`), and held back to
-//! leave with what follows (`MSG_MORE`).
+//! `send(2)` and `recv(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`),
+//! looking without taking (`MSG_PEEK`), and held back to leave with what follows (`MSG_MORE`).
 //!
 //! A peer's socket is shared by its reader, which blocks in `read`, and whoever writes to it.
-//! Switching the socket to non-blocking mode would switch the reader too, so a sender that wants
-//! to write only if the kernel takes the bytes at once asks for that on the one call instead
-//! (see `PeerHandle::send_signal`). Elsewhere than Linux, [`AVAILABLE`] is false: callers queue as
-//! they would otherwise, and a held-back write is a plain one.
+//! Switching the socket to non-blocking mode would switch the reader too (and costs two more
+//! system calls), so a caller that wants only what the kernel can do at once asks for that on the
+//! one call instead (see `PeerHandle::send_signal`, `http_desk`). Elsewhere than Linux,
+//! [`AVAILABLE`] is false: callers queue or start a thread as they would otherwise, and a held-back
+//! write is a plain one.
 
 use std::io;
 use std::net::TcpStream;
 
-/// Whether [`write_without_waiting`] can be used here.
+/// Whether [`write_without_waiting`] and [`peek_without_waiting`] can be used here.
 pub(crate) const AVAILABLE: bool = cfg!(target_os = "linux");
 
 #[cfg(target_os = "linux")]
 mod sys {
     unsafe extern "C" {
-        pub(super) fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
+        fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
+        fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
     }
+    pub(super) const MSG_PEEK: i32 = 0x02;
     pub(super) const MSG_DONTWAIT: i32 = 0x40;
     pub(super) const MSG_MORE: i32 = 0x8000;
     pub(super) const MSG_NOSIGNAL: i32 = 0x4000;
@@ -30,6 +33,40 @@ mod sys {
         let sent = unsafe { send(socket.as_raw_fd(), bytes.as_ptr(), bytes.len(), flags | MSG_NOSIGNAL) };
         if sent < 0 { Err(std::io::Error::last_os_error()) } else { Ok(sent as usize) }
     }
+
+    /// One `recv` on `socket`: how many bytes were copied into `buffer`.
+    pub(super) fn recv_with(socket: &std::net::TcpStream, buffer: &mut [u8], flags: i32) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor belongs to `socket`, which outlives the call, and `buffer` is
+        // valid for writes of the length passed.
+        let received = unsafe { recv(socket.as_raw_fd(), buffer.as_mut_ptr(), buffer.len(), flags) };
+        if received < 0 { Err(std::io::Error::last_os_error()) } else { Ok(received as usize) }
+    }
+}
+
+/// Copies into `buffer` what has arrived on `socket`, leaving it there to be read. Returns how
+/// many bytes were copied; `WouldBlock` when nothing has arrived.
+#[cfg(target_os = "linux")]
+pub(crate) fn peek_without_waiting(socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    sys::recv_with(socket, buffer, sys::MSG_PEEK | sys::MSG_DONTWAIT)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn peek_without_waiting(_socket: &TcpStream, _buffer: &mut [u8]) -> io::Result<usize> {
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+/// Reads what has arrived on `socket` into `buffer`; `WouldBlock` when nothing has.
+#[cfg(target_os = "linux")]
+pub(crate) fn read_without_waiting(socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    sys::recv_with(socket, buffer, sys::MSG_DONTWAIT)
+}
+
+/// Elsewhere the socket is switched to non-blocking mode for good: callers are about to close it.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn read_without_waiting(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    socket.set_nonblocking(true)?;
+    io::Read::read(&mut socket, buffer)
 }
 
 /// Writes as much of `bytes` as the socket's send buffer takes right now. Returns how many bytes
