@@ -396,17 +396,14 @@ fn poll_health(url: &str, stop: &AtomicBool) -> Value {
     const PERIOD: Duration = Duration::from_millis(100);
     let host = host_of(url);
     let began = Instant::now();
-    let mut answers = Vec::new();
-    let mut timings = Vec::new();
-    let mut wakes = Vec::new();
+    // Each answer and each wake-up, with when it happened (since `began`).
+    let mut answers: Vec<(Duration, HealthTiming)> = Vec::new();
+    let mut wakes: Vec<(Duration, Duration)> = Vec::new();
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         match health_ok(host) {
-            Some(timing) => {
-                answers.push((started - began, timing.total));
-                timings.push((started - began, timing));
-            }
+            Some(timing) => answers.push((started - began, timing)),
             None => failures += 1,
         }
         let pause = PERIOD.saturating_sub(started.elapsed());
@@ -414,18 +411,19 @@ fn poll_health(url: &str, stop: &AtomicBool) -> Value {
         std::thread::sleep(pause);
         wakes.push((asleep - began, asleep.elapsed().saturating_sub(pause)));
     }
-    timings.sort_by_key(|&(_, timing)| std::cmp::Reverse(timing.total));
-    let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
-    let phases: Vec<Value> = timings
-        .iter()
-        .take(5)
-        .map(|(at, t)| json!([ms(*at) / 1000.0, ms(t.connected), ms(t.first_byte), ms(t.total)]))
-        .collect();
+    let totals: Vec<Duration> = answers.iter().map(|(_, timing)| timing.total).collect();
+    let lates: Vec<Duration> = wakes.iter().map(|(_, late)| *late).collect();
+    let slowest = longest(
+        &answers,
+        |timing| timing.total,
+        |timing| vec![json!(ms(timing.connected)), json!(ms(timing.first_byte)), json!(ms(timing.total))],
+    );
+    let latest_wakes = longest(&wakes, |late| *late, |late| vec![json!(ms(*late))]);
     json!({"polls": answers.len() + failures, "failures": failures, "monitorRealtime": runs_realtime(),
-           "p50Ms": percentile_ms(&answers, 0.5), "p99Ms": percentile_ms(&answers, 0.99),
-           "maxMs": percentile_ms(&answers, 1.0), "slowest": phases,
-           "wakeLateP50Ms": percentile_ms(&wakes, 0.5), "wakeLateP99Ms": percentile_ms(&wakes, 0.99),
-           "wakeLateMaxMs": percentile_ms(&wakes, 1.0), "latestWakes": slowest(&wakes, 5)})
+           "p50Ms": percentile_ms(&totals, 0.5), "p99Ms": percentile_ms(&totals, 0.99),
+           "maxMs": percentile_ms(&totals, 1.0), "slowest": slowest,
+           "wakeLateP50Ms": percentile_ms(&lates, 0.5), "wakeLateP99Ms": percentile_ms(&lates, 0.99),
+           "wakeLateMaxMs": percentile_ms(&lates, 1.0), "latestWakes": latest_wakes})
 }
 
 /// Whether this process runs with a real-time policy (see [`HealthMonitor`]).
@@ -438,20 +436,29 @@ fn runs_realtime() -> bool {
     unsafe { sched_getscheduler(0) == SCHED_FIFO }
 }
 
-/// The `q` quantile (0 to 1) of the durations in `(when, duration)` pairs, in ms.
-fn percentile_ms(samples: &[(Duration, Duration)], q: f64) -> Option<f64> {
-    let mut durations: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
-    durations.sort();
-    let index = ((durations.len() as f64 * q) as usize).min(durations.len().saturating_sub(1));
-    durations.get(index).map(|d| d.as_secs_f64() * 1000.0)
+/// The `q` quantile (0 to 1) of `durations`, in ms.
+fn percentile_ms(durations: &[Duration], q: f64) -> Option<f64> {
+    let mut sorted = durations.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).map(|d| d.as_secs_f64() * 1000.0)
 }
 
-/// The `n` longest durations as `[seconds since the start, ms]`, longest first.
-fn slowest(samples: &[(Duration, Duration)], n: usize) -> Value {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by_key(|&(_, duration)| std::cmp::Reverse(duration));
-    let round = |x: f64| (x * 10.0).round() / 10.0;
-    sorted.iter().take(n).map(|(at, d)| json!([round(at.as_secs_f64()), round(d.as_secs_f64() * 1000.0)])).collect()
+/// A duration in ms, to a tenth.
+fn ms(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// The five samples with the longest `key`, longest first, each as `[seconds since the start, the
+/// fields `row` makes of it...]`.
+fn longest<T>(samples: &[(Duration, T)], key: impl Fn(&T) -> Duration, row: impl Fn(&T) -> Vec<Value>) -> Value {
+    let mut sorted: Vec<&(Duration, T)> = samples.iter().collect();
+    sorted.sort_by_key(|(_, sample)| std::cmp::Reverse(key(sample)));
+    let rows = sorted
+        .iter()
+        .take(5)
+        .map(|(at, sample)| [vec![json!((at.as_secs_f64() * 10.0).round() / 10.0)], row(sample)].concat());
+    rows.map(Value::from).collect()
 }
 
 /// How long one `/health` answer took, in its phases.
