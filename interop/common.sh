@@ -1,4 +1,4 @@
-# Shared by interop/run.sh and interop/hub.sh (source it; not a script of its own).
+# Shared by interop/run.sh, interop/hub.sh and interop/browser.sh (source it; not a script of its own).
 # Installs the JavaScript reference on first use, builds PeerPigeon-rs, and gives helpers to start
 # servers on free loopback ports, wait for them, and stop them all on exit.
 set -euo pipefail
@@ -12,15 +12,22 @@ stop_servers() {
 trap stop_servers EXIT
 
 if [ ! -d "$here/node_modules/peerpigeon" ]; then
-  echo "== installing peerpigeon@1.1.3 and ws with npm (--ignore-scripts: no WebRTC binary download)"
+  echo "== installing peerpigeon@1.1.3, ws and playwright-core with npm (--ignore-scripts: no WebRTC binary download)"
   (cd "$here" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 echo "== building PeerPigeon-rs (release)"
 (cd "$root" && cargo build --release --quiet)
 
-# Prints a free loopback port.
+# Prints a free loopback port below 32768 (the kernel picks client ports above it, and one of
+# those could take a server's port between this check and the server's start).
 free_port() {
-  node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+  node -e "
+    const net = require('net');
+    const attempt = () => {
+      const port = 20000 + Math.floor(Math.random() * 12000);
+      const s = net.createServer().once('error', attempt).listen(port, '127.0.0.1', () => { console.log(port); s.close(); });
+    };
+    attempt();"
 }
 
 # wait_until WHAT COMMAND: runs COMMAND every 0.1 s until it succeeds, at most 15 s.
@@ -50,4 +57,9 @@ start_js() {
   node "$here/reference-server.mjs" "$port" "$@" >"$logs/$name.log" 2>&1 &
   pids+=($!)
   wait_until "$name to listen" "grep -q 'REFERENCE READY' '$logs/$name.log'"
+}
+
+# stat_is PORT EXPRESSION: whether PeerPigeon-rs on PORT reports /stats matching EXPRESSION (on `j`).
+stat_is() {
+  node -e "fetch('http://127.0.0.1:$1/stats').then(r=>r.json()).then(j=>process.exit(($2)?0:1)).catch(()=>process.exit(1))"
 }

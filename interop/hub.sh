@@ -17,11 +17,6 @@
 # (interop/reference-server.mjs); npm installs it with --ignore-scripts on first use.
 source "$(dirname "$0")/common.sh"
 
-# stat_is PORT EXPRESSION: whether PeerPigeon-rs on PORT reports /stats matching EXPRESSION (on `j`).
-stat_is() {
-  node -e "fetch('http://127.0.0.1:$1/stats').then(r=>r.json()).then(j=>process.exit(($2)?0:1)).catch(()=>process.exit(1))"
-}
-
 echo "== (a) PeerPigeon-rs hub bootstraps to a JavaScript hub"
 js_port="$(free_port)"
 rs_port="$(free_port)"

@@ -20,8 +20,11 @@ pub const DEFAULT_NETWORK: &str = "global";
 /// Longest accepted network name, in bytes.
 pub const MAX_NETWORK_NAME_LEN: usize = 256;
 
-/// The signal types the server routes to a target peer (contract §2). The first three are the
-/// reference's; the rest are sent by the real client and routed the same way **[ours]**.
+/// The signal types the server routes to a target peer (docs/protocol.md, "What a peer sends"). The
+/// first three are the reference's; the rest are sent by the real client and routed the same way.
+///
+/// `connection-rejected` is deliberately not among them: the real client's glare handling relies on
+/// the server answering it with an error instead of routing it (see the protocol document).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalKind {
     Offer,
@@ -31,11 +34,10 @@ pub enum SignalKind {
     RenegotiationAnswer,
     IceRestartOffer,
     IceRestartAnswer,
-    ConnectionRejected,
 }
 
 impl SignalKind {
-    const ALL: [SignalKind; 8] = [
+    const ALL: [SignalKind; 7] = [
         SignalKind::Offer,
         SignalKind::Answer,
         SignalKind::IceCandidate,
@@ -43,7 +45,6 @@ impl SignalKind {
         SignalKind::RenegotiationAnswer,
         SignalKind::IceRestartOffer,
         SignalKind::IceRestartAnswer,
-        SignalKind::ConnectionRejected,
     ];
 
     /// The `type` string on the wire.
@@ -56,7 +57,6 @@ impl SignalKind {
             SignalKind::RenegotiationAnswer => "renegotiation-answer",
             SignalKind::IceRestartOffer => "ice-restart-offer",
             SignalKind::IceRestartAnswer => "ice-restart-answer",
-            SignalKind::ConnectionRejected => "connection-rejected",
         }
     }
 
@@ -78,8 +78,8 @@ pub enum ClientMessage<'a> {
     Ping,
     /// `cleanup` / `cleanup-all`: sent by the client, accepted and ignored.
     Cleanup,
-    /// Hub-to-hub traffic (`peer-discovered`, `peer-disconnected`, `hub-heartbeat`, `hub-hello`):
-    /// only hub links may send it.
+    /// Hub-to-hub traffic (`peer-discovered`, `peer-disconnected`, `hub-heartbeat`, `hub-probe`,
+    /// `hub-hello`): only hub links may send it.
     HubOnly,
     /// Any other `type`: answered with the reference's error.
     Unsupported { kind: Cow<'a, str> },
@@ -164,7 +164,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage<'_>, MessageErro
         "goodbye" => ClientMessage::Goodbye,
         "ping" => ClientMessage::Ping,
         "cleanup" | "cleanup-all" => ClientMessage::Cleanup,
-        "peer-discovered" | "peer-disconnected" | "hub-heartbeat" | "hub-hello" => ClientMessage::HubOnly,
+        "peer-discovered" | "peer-disconnected" | "hub-heartbeat" | "hub-probe" | "hub-hello" => ClientMessage::HubOnly,
         other => match SignalKind::from_type(other) {
             Some(kind) => {
                 let target = envelope.target_peer_id.filter(|t| !t.is_empty());
@@ -220,8 +220,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
 /// The `data` of a `peer-discovered` for `peer`: `{"peerId","isHub",...announced fields}`.
 ///
 /// The announced fields are passed through in their order, but `peerId` and `isHub` are always the
-/// server's own values **[ours]**: the reference lets announce data override them, so a peer could
-/// announce itself under somebody else's id (contract §2).
+/// server's own values **(safer)**: the reference lets announce data override them, so a peer could
+/// announce itself under somebody else's id (docs/protocol.md §2).
 pub fn discovery_data(peer: PeerId, is_hub: bool, announced: Option<&RawValue>) -> Box<RawValue> {
     let mut json = String::with_capacity(64 + announced.map_or(0, |d| d.get().len()));
     json.push_str("{\"peerId\":\"");
@@ -243,7 +243,7 @@ pub fn discovery_data(peer: PeerId, is_hub: bool, announced: Option<&RawValue>) 
 }
 
 /// Whether an announce makes the peer a hub: `data.isHub === true`, or announcing into the hub
-/// mesh namespace (contract §2).
+/// mesh namespace (docs/protocol.md §2).
 pub fn announces_hub(data: Option<&RawValue>, network: &str, hub_mesh_namespace: &str) -> bool {
     #[derive(Deserialize)]
     struct IsHub {
@@ -339,7 +339,7 @@ fn departure_data(peer: PeerId, is_hub: bool, reason: &str, timestamp: u64) -> B
 }
 
 /// A routed signal, as delivered to its target. `from` is always the sending connection's own id
-/// **[ours]** (contract §3).
+/// **(safer)** (docs/protocol.md §3).
 pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: PeerId, network: &str) -> String {
     encode(ServerMessage {
         network_name: Some(network),
@@ -388,7 +388,7 @@ pub fn error(code: &str, text: &str) -> String {
     to_json(&ErrorMessage { kind: "error", error: text, code, timestamp: unix_millis() })
 }
 
-/// The reference's text for a `type` it does not route (contract §2).
+/// The reference's text for a `type` it does not route (docs/protocol.md §2).
 pub fn unsupported_type_text(kind: &str) -> String {
     format!(
         "Signaling server does not route '{kind}' messages. Use WebRTC data channels for peer-to-peer communication."
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn link_messages_round_trip_their_relay_fields() {
-        let relay = Relay { id: "00ff".into(), origin: Some(A.into()), seq: Some(7), hops: 2 };
+        let relay = Relay { id: "00ff".into(), origin: Some(A.into()), seq: Some(7), hops: 2, probe: None };
         let data = discovery_data(id(B), false, None);
         let text = link_peer_discovered(&data, "net", &relay);
         let parsed = parse_link_message(&text).unwrap();
@@ -541,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn server_messages_have_the_contract_fields() {
+    fn server_messages_have_the_documented_fields() {
         let v = value(&connected(id(A)));
         assert_eq!(
             (v["type"].as_str(), v["data"]["peerId"].as_str(), v["fromPeerId"].as_str()),
@@ -577,7 +577,7 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hub links (contract §5). Messages between hubs are the reference's messages plus one optional
+// Hub links (docs/protocol.md §5). Messages between hubs are the reference's messages plus one optional
 // field, `relay`, which PeerPigeon-rs hubs use to relay across any number of hops; the JavaScript
 // hub ignores it.
 
@@ -595,6 +595,9 @@ pub struct Relay {
     /// Links crossed so far.
     #[serde(default)]
     pub hops: u32,
+    /// On a heartbeat: the id of the `hub-probe` it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 /// Capability a PeerPigeon-rs hub advertises, so that its peers send it heartbeats and relay fields.
@@ -658,7 +661,7 @@ impl PeerFields {
     }
 }
 
-/// The announce a hub sends first on a link it opens (contract §5).
+/// The announce a hub sends first on a link it opens (docs/protocol.md §5).
 pub fn hub_announce(namespace: &str, host: &str, port: u16) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
@@ -695,9 +698,16 @@ pub fn hub_hello(hub: PeerId) -> String {
     encode(ServerMessage::from_system("hub-hello", Some(&data)))
 }
 
-/// `hub-heartbeat`: flooded by each PeerPigeon-rs hub so the others know it is still reachable.
+/// `hub-heartbeat`: flooded by each PeerPigeon-rs hub so the others know it is still reachable;
+/// also its answer to a `hub-probe` (then `relay.probe` names the probe).
 pub fn hub_heartbeat(relay: &Relay) -> String {
     encode(ServerMessage { relay: Some(relay), ..ServerMessage::from_system("hub-heartbeat", None) })
+}
+
+/// `hub-probe`: flooded by a PeerPigeon-rs hub that lost a link; every hub that still reaches it
+/// answers with a heartbeat, so each can tell which hubs the lost link cut off.
+pub fn hub_probe(relay: &Relay) -> String {
+    encode(ServerMessage { relay: Some(relay), ..ServerMessage::from_system("hub-probe", None) })
 }
 
 /// `peer-discovered` sent to another hub: a peer of `network` described by `data`.

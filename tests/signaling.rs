@@ -1,4 +1,4 @@
-//! Contract §2 and §3: routing signals, `ping`, and the `error` replies.
+//! docs/protocol.md §2, §3: routing signals, `ping`, and the `error` replies.
 
 mod common;
 
@@ -29,7 +29,6 @@ fn every_signal_type_reaches_its_target_intact() {
         "renegotiation-answer",
         "ice-restart-offer",
         "ice-restart-answer",
-        "connection-rejected",
     ];
     for kind in kinds {
         let data = json!({"sdp": format!("v=0\r\n{kind}"), "n": 1.5, "nested": {"list": [1, "two", null]}});
@@ -157,6 +156,23 @@ fn an_unknown_type_gets_the_reference_error() {
         "Signaling server does not route 'chat' messages. Use WebRTC data channels for peer-to-peer communication."
     );
     assert!(error["timestamp"].is_u64());
+}
+
+/// The real client answers a simultaneous offer with `connection-rejected`; its glare handling works
+/// only if the server does not pass that on (the rejected side would close its half-built connection
+/// and never answer), so it is answered like any unknown type, as the reference does.
+#[test]
+fn connection_rejected_is_answered_not_routed() {
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    let rejection = json!({"reason": "initiator_role_conflict", "peerId": a.id});
+    a.send(json!({"type": "connection-rejected", "data": rejection, "networkName": "n", "targetPeerId": b.id}));
+    let replies = a.drain();
+    let error = error_of(&replies);
+    assert_eq!(error["code"], "unsupported-type");
+    assert!(error["error"].as_str().unwrap().contains("'connection-rejected'"), "{error}");
+    // a's reader would have routed it before replying to a, so b would have it before its pong.
+    assert!(b.drain().is_empty(), "connection-rejected was routed");
 }
 
 #[test]
