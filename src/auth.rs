@@ -1,4 +1,4 @@
-//! The optional `AUTH_TOKEN` check on WebSocket upgrades **[ours]**: the reference has no auth.
+//! The optional `AUTH_TOKEN` check on WebSocket upgrades **(safer)**: the reference has no auth.
 //!
 //! A client presents the token as `Authorization: Bearer <token>` or as `?token=<token>`. Tokens
 //! are compared in constant time, and never logged.

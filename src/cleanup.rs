@@ -2,7 +2,7 @@
 //!
 //! Any frame from a peer, a pong included, counts as activity, so a live client (browsers answer
 //! pings by themselves) is never idle. A peer whose TCP connection died silently answers nothing and
-//! is closed once it has been silent for `PEER_TIMEOUT_SECS` (contract §4); its network is told it
+//! is closed once it has been silent for `PEER_TIMEOUT_SECS` (docs/protocol.md §4); its network is told it
 //! left. A peer still registered a whole interval after being asked to close is cut off. Once the
 //! server has been quiet for five seconds, the thread also hands memory freed by the connection
 //! threads back to the operating system. Once a second it samples the process figures `/health`

@@ -1,5 +1,5 @@
 //! The HTTP side of the port: `/health`, `/stats`, `/hubstats`, `/hubs`, the `/` banner, CORS
-//! preflights, and the error replies of a failed handshake (contract §6).
+//! preflights, and the error replies of a failed handshake (docs/protocol.md §6).
 //!
 //! One request per connection: the reply is written with tiny_http's `Response` (which formats the
 //! status line, `Date`, `Content-Length`) and the socket is closed.
@@ -14,7 +14,6 @@ use tiny_http::{HTTPVersion, Header, Response};
 
 use crate::clock::iso8601;
 use crate::proc_stats;
-use crate::registry::HubInfo;
 use crate::request_head::RequestHead;
 use crate::server::ServerState;
 
@@ -111,7 +110,7 @@ fn health(state: &ServerState) -> Health {
     }
 }
 
-/// The reference's `getStats()` (contract §6), plus the mesh: links up and remote peers known.
+/// The reference's `getStats()` (docs/protocol.md §6), plus the mesh: links up and remote peers known.
 fn stats(state: &ServerState) -> serde_json::Value {
     let counts = state.registry.counts();
     let bootstrap = state.bootstrap_links.snapshot();
@@ -128,7 +127,7 @@ fn stats(state: &ServerState) -> serde_json::Value {
             "total": bootstrap.len(),
             "connected": bootstrap.iter().filter(|link| link.connected).count(),
         },
-        "hubLinks": state.registry.mesh_links().len(),
+        "hubLinks": state.registry.link_count(),
         "remotePeers": state.registry.remote_peer_count(),
         "maxConnections": state.config.max_connections,
         "connectionThreads": state.thread_budget.in_use(),
@@ -140,23 +139,25 @@ fn stats(state: &ServerState) -> serde_json::Value {
     })
 }
 
-/// The reference's `getHubStats()` (contract §6): hubs connected to us and our bootstrap links,
-/// plus every live link with the remote peers it vouches for.
+/// The reference's `getHubStats()`: the live hub links (both the ones this hub opened and the
+/// ones it accepted) and the state of each bootstrap link, plus the remote peers known.
 fn hub_stats(state: &ServerState) -> serde_json::Value {
-    let hubs: Vec<HubInfo> = state.registry.hubs();
+    let links = state.registry.mesh_links();
+    let (decided, cut_off) = state.registry.reach_checks();
     json!({
-        "totalHubs": hubs.len(),
-        "connectedHubs": hubs.len(),
-        "hubs": hubs,
+        "totalHubs": links.len(),
+        "connectedHubs": links.len(),
+        "hubs": links,
         "bootstrapHubs": state.bootstrap_links.snapshot(),
-        "links": state.registry.mesh_links(),
         "remotePeers": state.registry.remote_peer_count(),
+        "reachChecks": {"decided": decided, "hubsCutOff": cut_off},
     })
 }
 
+/// The live hub links, as `/hubstats` lists them.
 fn hubs(state: &ServerState) -> serde_json::Value {
-    let hubs = state.registry.hubs();
-    json!({"timestamp": iso8601(SystemTime::now()), "totalHubs": hubs.len(), "hubs": hubs})
+    let links = state.registry.mesh_links();
+    json!({"timestamp": iso8601(SystemTime::now()), "totalHubs": links.len(), "hubs": links})
 }
 
 fn json_reply<T: Serialize>(status: u16, body: &T, state: &ServerState) -> Response<std::io::Cursor<Vec<u8>>> {

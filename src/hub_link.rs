@@ -1,5 +1,6 @@
 //! The links this hub opens to the hubs in `BOOTSTRAP_HUBS`: one blocking client thread per URL
-//! (`hub-link-<n>`), plus the heartbeat thread of hub mode (contract §5).
+//! (`hub-link-<n>`), plus the timer thread of hub mode (`hub-timer`: heartbeats and reachability
+//! checks, `mesh.rs`).
 //!
 //! A link thread connects as `URL?peerId=<this hub's id>` (and `&token=` when `AUTH_TOKEN` is set),
 //! does the WebSocket handshake itself (so no byte the other hub sends right after the 101 is
@@ -91,15 +92,20 @@ impl BootstrapLinks {
     }
 }
 
-/// Starts one thread per bootstrap URL and the heartbeat thread. They stop when `stop` is dropped.
+/// Starts one thread per bootstrap URL and the mesh timer thread. They stop when `stop` is dropped.
 pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let heartbeat_state = state.clone();
-    let heartbeat_stop = stop.clone();
-    threads.push(thread::Builder::new().name("hub-heartbeat".into()).stack_size(LINK_STACK).spawn(move || {
-        let interval = heartbeat_state.config.hub_heartbeat;
-        while let Err(RecvTimeoutError::Timeout) = heartbeat_stop.recv_timeout(interval) {
-            heartbeat_state.registry.heartbeat_tick();
+    let timer_state = state.clone();
+    let timer_stop = stop.clone();
+    threads.push(thread::Builder::new().name("hub-timer".into()).stack_size(LINK_STACK).spawn(move || {
+        let wakeups = timer_state.registry.mesh_timer_wakeups();
+        loop {
+            let sleep = timer_state.registry.mesh_tick();
+            crossbeam_channel::select! {
+                recv(timer_stop) -> _ => return,
+                recv(wakeups) -> _ => {}
+                default(sleep) => {}
+            }
         }
     })?);
     for (index, uri) in state.config.bootstrap_hubs.iter().enumerate() {
@@ -256,7 +262,7 @@ fn parse_ws_url(uri: &str) -> Result<WsTarget, &'static str> {
     Ok(WsTarget { host: host.to_string(), port, path })
 }
 
-/// Whether `target` names this very server (contract §5: a hub skips itself).
+/// Whether `target` names this very server (docs/protocol.md §5: a hub skips itself).
 fn is_this_server(target: &WsTarget, state: &ServerState) -> bool {
     if target.port != state.local_addr.port() {
         return false;

@@ -1,4 +1,4 @@
-//! Hub mode: links to other hubs, the peers learned through them, and relaying (contract §5).
+//! Hub mode: links to other hubs, the peers learned through them, and relaying (docs/protocol.md §5).
 //!
 //! Everything here runs under the registry's lock, like the local bookkeeping in `registry.rs`,
 //! so local and remote peers always form one consistent picture.
@@ -11,20 +11,32 @@
 //! way and leave a short-lived tombstone, so a late copy of the discovery cannot bring the peer back.
 //!
 //! **How a signal travels.** A signal for a peer that is not local goes to every link but the one
-//! it came from, with a message id and a hop count. Each hub handles an id once (an expiring
-//! two-generation set), delivers it if the target is its own, and otherwise passes it on until
-//! the hop limit. So a signal crosses any chain, star or ring exactly once per hub.
+//! it came from, with a message id and a hop count, even when this hub has not heard of the target
+//! yet (it may have announced on another hub a moment ago). Each hub handles an id once (an
+//! expiring two-generation set), delivers it if the target is its own, and otherwise passes it on
+//! until the hop limit. So a signal crosses any chain, star or ring exactly once per hub.
 //!
-//! **When a hub goes away.** PeerPigeon-rs hubs flood a small `hub-heartbeat` every
-//! `HUB_HEARTBEAT_SECS`; the peers of a hub not heard from for three heartbeats are dropped
-//! (and their networks told). The JavaScript hub sends no heartbeats: peers learned from it live as
-//! long as the link they came over, and this hub speaks for them to the rest of the mesh.
+//! **When a hub goes away.** Three ways, from fastest to slowest:
+//! - A hub that shuts down first sends its links a departure for each of its peers.
+//! - A link that drops (the other hub was killed, or the network between them failed) makes this
+//!   hub flood a `hub-probe`. Every PeerPigeon-rs hub that receives it answers with a heartbeat
+//!   naming the probe, and opens a check of its own: the hubs whose answer has not arrived within
+//!   [`PROBE_WINDOW`] are cut off, and their peers are dropped at once. In a ring, losing one link
+//!   cuts nobody off, so nothing is dropped.
+//! - Every hub floods a small `hub-heartbeat` every `HUB_HEARTBEAT_SECS`; the peers of a hub not
+//!   heard from for three heartbeats are dropped. This catches a link that hangs without closing.
+//!
+//! Peers dropped because their hub is out of reach leave no tombstone: when the hub is reached
+//! again, it sends them again. The JavaScript hub sends no heartbeats and answers no probes: peers
+//! learned from it live as long as the link they came over, and this hub speaks for them to the
+//! rest of the mesh.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::value::RawValue;
 
 use crate::clock::unix_millis;
@@ -42,6 +54,13 @@ const SEEN_MAX: usize = 200_000;
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// Heartbeats a hub may miss before its peers are dropped.
 const MISSED_HEARTBEATS: u32 = 3;
+/// How long a hub waits for answers to a `hub-probe` before dropping the peers of the hubs that did
+/// not answer (at most one heartbeat interval). Answers cross the mesh in milliseconds; a hub so
+/// busy that it takes longer is taken for gone, and sends its peers again once heard from.
+const PROBE_WINDOW: Duration = Duration::from_secs(1);
+/// Most reachability checks remembered at once (open, or decided in the last [`SEEN_TTL`]); probes
+/// beyond it are passed on and answered but open no check here.
+const MAX_CHECKS: usize = 256;
 
 /// Hub settings, fixed at start.
 #[derive(Debug, Clone)]
@@ -116,6 +135,18 @@ impl SeenIds {
         }
         self.current.insert(id)
     }
+
+    /// Whether `id` was seen, without recording it.
+    fn contains(&self, id: u64) -> bool {
+        self.current.contains(&id) || self.previous.contains(&id)
+    }
+}
+
+/// Which hubs answered one `hub-probe`, while its window is open.
+struct ReachCheck {
+    due: Instant,
+    answered: HashSet<PeerId>,
+    decided: bool,
 }
 
 /// The hub-mode part of the registry's state.
@@ -128,6 +159,14 @@ pub struct MeshState {
     heard: HashMap<PeerId, Instant>,
     seen: SeenIds,
     last_stamp: u64,
+    /// Reachability checks by probe id (see the module docs).
+    checks: HashMap<u64, ReachCheck>,
+    /// Checks decided, and hubs found cut off by them, since start (for `/hubstats`).
+    checks_decided: u64,
+    hubs_cut_off: u64,
+    next_heartbeat: Instant,
+    /// Wakes the mesh timer thread (`hub_link.rs`) when a check opens before its next heartbeat.
+    timer_wake: (Sender<()>, Receiver<()>),
 }
 
 impl MeshState {
@@ -141,6 +180,11 @@ impl MeshState {
             heard: HashMap::new(),
             seen: SeenIds::new(),
             last_stamp: 0,
+            checks: HashMap::new(),
+            checks_decided: 0,
+            hubs_cut_off: 0,
+            next_heartbeat: Instant::now(),
+            timer_wake: crossbeam_channel::bounded(1),
         }
     }
 
@@ -162,6 +206,40 @@ impl MeshState {
 
     fn max_hops(&self) -> u32 {
         self.config.as_ref().map_or(0, |c| c.max_hops)
+    }
+
+    /// The check for probe `id`, opened now if it is new; `None` when [`MAX_CHECKS`] are held.
+    fn check(&mut self, id: u64) -> Option<&mut ReachCheck> {
+        if !self.checks.contains_key(&id) {
+            if self.checks.len() >= MAX_CHECKS {
+                return None;
+            }
+            let window = self.config.as_ref().map_or(PROBE_WINDOW, |c| c.heartbeat.min(PROBE_WINDOW));
+            self.checks
+                .insert(id, ReachCheck { due: Instant::now() + window, answered: HashSet::new(), decided: false });
+            // A full channel already holds a wake-up, which is all the timer needs.
+            let _ = self.timer_wake.0.try_send(());
+        }
+        self.checks.get_mut(&id)
+    }
+
+    /// Hub `origin` was just heard from: it is alive, and reachable for every open check.
+    fn heard_from(&mut self, origin: PeerId) {
+        self.heard.insert(origin, Instant::now());
+        for check in self.checks.values_mut().filter(|c| !c.decided) {
+            check.answered.insert(origin);
+        }
+    }
+
+    /// Floods this hub's heartbeat; `answering` names the probe it answers, if any.
+    fn send_heartbeat(&mut self, answering: Option<u64>) {
+        let Some(hub_id) = self.hub_id() else { return };
+        let mut relay = new_relay(Some(hub_id.to_string()), None, 0);
+        relay.probe = answering.map(|id| format!("{id:016x}"));
+        if let Some(id) = parse_relay_id(&relay.id) {
+            self.seen.first_time(id);
+        }
+        self.flood(&protocol::hub_heartbeat(&relay), None, Audience::RelayHubs);
     }
 
     /// Sends `text` to the links of `audience`, except link `except`.
@@ -200,8 +278,9 @@ enum Audience {
     JavaScriptHubs,
 }
 
-fn new_relay_id() -> String {
-    format!("{:016x}", fastrand::u64(..))
+/// The relay fields of a new message (a fresh id) about `origin`'s announcement `seq`.
+fn new_relay(origin: Option<String>, seq: Option<u64>, hops: u32) -> Relay {
+    Relay { id: format!("{:016x}", fastrand::u64(..)), origin, seq, hops, probe: None }
 }
 
 fn parse_relay_id(id: &str) -> Option<u64> {
@@ -237,7 +316,7 @@ impl State {
         let Some(announced) = &newcomer.announced else {
             return;
         };
-        let relay = Relay { id: new_relay_id(), origin: Some(hub_id.to_string()), seq: Some(announced.seq), hops: 0 };
+        let relay = new_relay(Some(hub_id.to_string()), Some(announced.seq), 0);
         self.mesh.flood(&protocol::link_peer_discovered(&announced.discovery, network, &relay), None, Audience::All);
     }
 
@@ -249,7 +328,7 @@ impl State {
         if is_hub || self.mesh.config.as_ref().is_some_and(|c| c.namespace == network) {
             return;
         }
-        let relay = Relay { id: new_relay_id(), origin: Some(hub_id.to_string()), seq: Some(seq), hops: 0 };
+        let relay = new_relay(Some(hub_id.to_string()), Some(seq), 0);
         self.mesh.flood(&protocol::link_peer_disconnected(peer, false, reason, network, &relay), None, Audience::All);
     }
 
@@ -267,7 +346,7 @@ impl State {
             else {
                 continue;
             };
-            let relay = Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(announced.seq), hops: 0 };
+            let relay = new_relay(Some(me.clone()), Some(announced.seq), 0);
             link.handle.send_text(protocol::link_peer_discovered(&announced.discovery, &announced.network, &relay));
         }
         for remote in self.mesh.remote.values().filter(|r| r.origin != Origin::Legacy(link_id)) {
@@ -275,8 +354,7 @@ impl State {
                 Origin::Hub(hub) => hub.to_string(),
                 Origin::Legacy(_) => me.clone(),
             };
-            let relay =
-                Relay { id: new_relay_id(), origin: Some(origin), seq: Some(remote.seq), hops: remote.hops + 1 };
+            let relay = new_relay(Some(origin), Some(remote.seq), remote.hops + 1);
             link.handle.send_text(protocol::link_peer_discovered(&remote.discovery, &remote.network, &relay));
         }
     }
@@ -335,7 +413,7 @@ impl State {
                 Origin::Hub(hub) => hub.to_string(),
                 Origin::Legacy(_) => hub_id.to_string(),
             };
-            let relay = Relay { id: new_relay_id(), origin: Some(origin_text), seq: Some(seq), hops };
+            let relay = new_relay(Some(origin_text), Some(seq), hops);
             self.mesh.flood(
                 &protocol::link_peer_discovered(&discovery, &network, &relay),
                 Some(from_link),
@@ -364,15 +442,14 @@ impl State {
         for member in self.networks.get(network).into_iter().flatten() {
             let announced = self.peers.get(member).and_then(|e| e.announced.as_ref()).filter(|a| !a.is_hub);
             let Some(announced) = announced else { continue };
-            let relay = Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(announced.seq), hops: 0 };
+            let relay = new_relay(Some(me.clone()), Some(announced.seq), 0);
             link.handle.send_text(protocol::link_peer_discovered(&announced.discovery, network, &relay));
         }
         for remote in self.mesh.remote_by_network.get(network).into_iter().flatten() {
             let Some(entry) = self.mesh.remote.get(remote).filter(|r| r.origin != Origin::Legacy(link_id)) else {
                 continue;
             };
-            let relay =
-                Relay { id: new_relay_id(), origin: Some(me.clone()), seq: Some(entry.seq), hops: entry.hops + 1 };
+            let relay = new_relay(Some(me.clone()), Some(entry.seq), entry.hops + 1);
             link.handle.send_text(protocol::link_peer_discovered(&entry.discovery, network, &relay));
         }
     }
@@ -402,12 +479,15 @@ impl State {
     }
 
     /// Removes remote `peer`, tells its network here, and (if `pass_on` names the link it came from
-    /// and the hops so far) the other hubs.
+    /// and the hops so far) the other hubs. Only such a departure, relayed from the peer's hub,
+    /// leaves a tombstone: a peer dropped because its hub is out of reach may be sent again.
     fn drop_remote(&mut self, peer: PeerId, reason: &str, pass_on: Option<(u64, u32)>) {
         let Some(entry) = self.mesh.forget_remote(peer) else {
             return;
         };
-        self.mesh.tombstones.insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
+        if pass_on.is_some() {
+            self.mesh.tombstones.insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
+        }
         self.notify_local(&entry.network, |recipient| {
             protocol::peer_disconnected(peer, entry.is_hub, reason, &entry.network, recipient)
         });
@@ -426,7 +506,7 @@ impl State {
             (None, Origin::Hub(_)) => (None, 0, Audience::JavaScriptHubs),
         };
         if hops <= config.max_hops {
-            let relay = Relay { id: new_relay_id(), origin: Some(origin.to_string()), seq: Some(entry.seq), hops };
+            let relay = new_relay(Some(origin.to_string()), Some(entry.seq), hops);
             let notice = protocol::link_peer_disconnected(peer, entry.is_hub, reason, &entry.network, &relay);
             self.mesh.flood(&notice, except, audience);
         }
@@ -457,7 +537,7 @@ impl State {
         }
         let network = message.network();
         if let Some(entry) = self.peers.get(&target) {
-            // Local target: delivered only inside its announced network (contract §3).
+            // Local target: delivered only inside its announced network (docs/protocol.md §3).
             if entry.announced.as_ref().is_some_and(|a| *a.network == *network) {
                 entry.handle.send_text(protocol::signal(kind, message.data, from, target, network));
             }
@@ -465,14 +545,15 @@ impl State {
         }
         let hops = relay.map_or(1, |r| r.hops + 1);
         if hops <= self.mesh.max_hops() {
-            let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops };
+            let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops, probe: None };
             let text = protocol::link_signal(kind, message.data, from, target, network, &relay);
             self.mesh.flood(&text, Some(from_link), Audience::All);
         }
     }
 
-    /// Sends a local peer's signal for a peer that is not here to the other hubs. Returns `false`
-    /// when no hub could know the target (no links, or only PeerPigeon-rs links that never heard of it).
+    /// Sends a local peer's signal for a peer that is not here to the other hubs, whether or not this
+    /// hub has heard of the target: it may have announced elsewhere a moment ago, and its discovery
+    /// may still be on the way. Returns `false` when there are no links.
     pub(crate) fn relay_local_signal(
         &mut self,
         kind: SignalKind,
@@ -484,21 +565,16 @@ impl State {
         if self.mesh.links.is_empty() {
             return false;
         }
-        let known = self.mesh.remote.get(&target).is_some_and(|r| *r.network == *network);
-        let legacy_links = self.mesh.links.values().any(|l| !l.speaks_relay);
-        if !known && !legacy_links {
-            return false;
-        }
         // Every send of a local peer is a new message, even one identical to an earlier send (a
         // client may repeat itself); only copies made by relaying are duplicates.
         let id = fastrand::u64(..);
         self.mesh.seen.first_time(id);
-        let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops: 0 };
+        let relay = Relay { id: format!("{id:016x}"), origin: None, seq: None, hops: 0, probe: None };
         self.mesh.flood(&protocol::link_signal(kind, data, from, target, network, &relay), None, Audience::All);
         true
     }
 
-    /// Forgets a link and the peers only it vouched for.
+    /// Forgets a link and the peers only it vouched for, and finds out which hubs it cut off.
     pub(crate) fn remove_link(&mut self, link_id: u64) {
         let Some(link) = self.mesh.links.remove(&link_id) else { return };
         if link.direction == Direction::Inbound {
@@ -508,6 +584,88 @@ impl State {
             self.mesh.remote.iter().filter(|(_, r)| r.origin == Origin::Legacy(link_id)).map(|(id, _)| *id).collect();
         for peer in orphans {
             self.drop_remote(peer, "hub link lost", None);
+        }
+        if link.speaks_relay {
+            self.probe_reachability();
+        }
+    }
+
+    /// Floods a `hub-probe` and opens a check for it (see the module docs). With no PeerPigeon-rs
+    /// link left, no answer can come: the check is decided at once.
+    fn probe_reachability(&mut self) {
+        let Some(hub_id) = self.mesh.hub_id() else { return };
+        let id = fastrand::u64(..);
+        self.mesh.seen.first_time(id);
+        let alone = !self.mesh.links.values().any(|l| l.speaks_relay);
+        if let Some(check) = self.mesh.check(id)
+            && alone
+        {
+            check.due = Instant::now();
+        }
+        let relay =
+            Relay { id: format!("{id:016x}"), origin: Some(hub_id.to_string()), seq: None, hops: 0, probe: None };
+        self.mesh.flood(&protocol::hub_probe(&relay), None, Audience::RelayHubs);
+        // The other hubs' checks need this hub's answer too.
+        self.mesh.send_heartbeat(Some(id));
+        if alone {
+            self.decide_checks(Instant::now());
+        }
+    }
+
+    /// Decides the checks whose window has closed: the peers of every hub that did not answer are
+    /// dropped. Forgets decided checks once their probe can no longer come around.
+    fn decide_checks(&mut self, now: Instant) {
+        let Some(hub_id) = self.mesh.hub_id() else { return };
+        let mut cut_off: HashSet<PeerId> = HashSet::new();
+        for check in self.mesh.checks.values_mut().filter(|c| !c.decided && c.due <= now) {
+            check.decided = true;
+            self.mesh.checks_decided += 1;
+            let unanswered = self.mesh.remote.values().filter_map(|r| match r.origin {
+                Origin::Hub(hub) if hub != hub_id && !check.answered.contains(&hub) => Some(hub),
+                _ => None,
+            });
+            cut_off.extend(unanswered);
+        }
+        self.mesh.checks.retain(|_, c| !c.decided || c.due + SEEN_TTL > now);
+        if !cut_off.is_empty() {
+            self.mesh.hubs_cut_off += cut_off.len() as u64;
+            self.drop_peers_of_hubs(&cut_off, "hub unreachable");
+        }
+    }
+
+    /// Drops the remote peers whose hub is one of `hubs` (gone out of reach or silent).
+    fn drop_peers_of_hubs(&mut self, hubs: &HashSet<PeerId>, reason: &str) {
+        let stale: Vec<PeerId> = self
+            .mesh
+            .remote
+            .iter()
+            .filter(|(_, r)| matches!(r.origin, Origin::Hub(hub) if hubs.contains(&hub)))
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            crate::log_info!("{} peers of {} unreachable hubs dropped", stale.len(), hubs.len());
+        }
+        for peer in stale {
+            self.drop_remote(peer, reason, None);
+        }
+        self.mesh.heard.retain(|hub, _| !hubs.contains(hub));
+    }
+
+    /// The hub is shutting down: tell every link that the peers it speaks for are leaving, before
+    /// the links close, so the other hubs need not find out by themselves.
+    fn say_farewell(&mut self) {
+        let locals: Vec<(PeerId, Arc<str>, bool, u64)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, e)| e.announced.as_ref().map(|a| (*id, a.network.clone(), a.is_hub, a.seq)))
+            .collect();
+        for (peer, network, is_hub, seq) in locals {
+            self.mesh_local_left(peer, &network, is_hub, seq, "hub shutting down");
+        }
+        let spoken_for: Vec<PeerId> =
+            self.mesh.remote.iter().filter(|(_, r)| matches!(r.origin, Origin::Legacy(_))).map(|(id, _)| *id).collect();
+        for peer in spoken_for {
+            self.drop_remote(peer, "hub shutting down", None);
         }
     }
 }
@@ -547,16 +705,20 @@ impl State {
     }
 }
 
-/// One hub link as `/hubstats` shows it.
+/// One live hub link, opened by this hub or accepted by it, as `/hubs` and `/hubstats` list it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LinkInfo {
     pub id: u64,
+    /// The other hub's id, once it told us (a JavaScript hub we linked to never does).
+    #[serde(rename = "peerId")]
+    pub peer_id: Option<PeerId>,
+    /// The hub mesh namespace the link belongs to.
+    #[serde(rename = "networkName")]
+    pub network_name: String,
     /// `inbound` (the other hub connected to us) or `outbound` (a `BOOTSTRAP_HUBS` link).
     pub direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    #[serde(rename = "hubPeerId")]
-    pub hub_peer_id: Option<PeerId>,
     /// The other side is a PeerPigeon-rs hub (relays across hops, sends heartbeats).
     #[serde(rename = "multiHop")]
     pub multi_hop: bool,
@@ -568,9 +730,10 @@ pub struct LinkInfo {
 }
 
 impl Registry {
-    /// The hub links now up, for `/hubstats`.
+    /// The hub links now up, both directions, for `/hubs` and `/hubstats`.
     pub fn mesh_links(&self) -> Vec<LinkInfo> {
         let state = self.lock();
+        let namespace = state.mesh.config.as_ref().map(|c| c.namespace.clone()).unwrap_or_default();
         let mut links: Vec<LinkInfo> = state
             .mesh
             .links
@@ -585,7 +748,8 @@ impl Registry {
                     Direction::Outbound { uri } => Some(uri.clone()),
                     Direction::Inbound => None,
                 },
-                hub_peer_id: link.remote_hub,
+                peer_id: link.remote_hub,
+                network_name: namespace.clone(),
                 multi_hop: link.speaks_relay,
                 connected_at: link.up_since_ms,
                 remote_peers: state
@@ -601,6 +765,17 @@ impl Registry {
             .collect();
         links.sort_by_key(|l| l.id);
         links
+    }
+
+    /// How many hub links are up, both directions.
+    pub fn link_count(&self) -> usize {
+        self.lock().mesh.links.len()
+    }
+
+    /// Reachability checks decided since start, and hubs they found cut off, for `/hubstats`.
+    pub fn reach_checks(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.mesh.checks_decided, state.mesh.hubs_cut_off)
     }
 
     /// How many peers of other hubs this hub knows.
@@ -637,21 +812,37 @@ impl Registry {
         match message.kind.as_ref() {
             "peer-discovered" => state.learn_remote(link_id, &message),
             "peer-disconnected" => state.forget_remote_peer(link_id, &message),
-            "hub-heartbeat" => {
+            "hub-heartbeat" | "hub-probe" => {
                 let Some(relay) = &message.relay else {
                     return false;
                 };
                 let Some(origin) = relay.origin.as_deref().and_then(PeerId::parse) else {
                     return false;
                 };
-                let fresh = parse_relay_id(&relay.id).is_some_and(|id| state.mesh.seen.first_time(id));
-                if !fresh || Some(origin) == state.mesh.hub_id() {
+                let Some(id) = parse_relay_id(&relay.id) else {
+                    return false;
+                };
+                if Some(origin) == state.mesh.hub_id() || !state.mesh.seen.first_time(id) {
                     return false;
                 }
-                state.mesh.heard.insert(origin, Instant::now());
+                state.mesh.heard_from(origin);
+                let is_probe = message.kind == "hub-probe";
+                if is_probe {
+                    state.mesh.check(id);
+                    state.mesh.send_heartbeat(Some(id));
+                } else if let Some(probe) = relay.probe.as_deref().and_then(parse_relay_id) {
+                    // An answer that overtook its probe: open the check now, or this answer is lost.
+                    if !state.mesh.checks.contains_key(&probe)
+                        && !state.mesh.seen.contains(probe)
+                        && let Some(check) = state.mesh.check(probe)
+                    {
+                        check.answered.insert(origin);
+                    }
+                }
                 if relay.hops < state.mesh.max_hops() {
                     let onward = Relay { hops: relay.hops + 1, ..relay.clone() };
-                    state.mesh.flood(&protocol::hub_heartbeat(&onward), Some(link_id), Audience::RelayHubs);
+                    let text = if is_probe { protocol::hub_probe(&onward) } else { protocol::hub_heartbeat(&onward) };
+                    state.mesh.flood(&text, Some(link_id), Audience::RelayHubs);
                 }
             }
             "hub-hello" => {
@@ -678,44 +869,44 @@ impl Registry {
         false
     }
 
-    /// Floods this hub's heartbeat and drops the peers of hubs that stopped sending theirs.
-    /// Called every heartbeat interval by the hub heartbeat thread.
-    pub fn heartbeat_tick(&self) {
+    /// The mesh's timed work, run by the mesh timer thread: the heartbeat when it is due (dropping
+    /// the peers of hubs that missed three), and the reachability checks whose window closed.
+    /// Returns how long the thread may sleep before the next piece is due.
+    pub fn mesh_tick(&self) -> Duration {
         let mut state = self.lock();
-        let Some(config) = state.mesh.config.clone() else {
-            return;
+        let Some(heartbeat) = state.mesh.config.as_ref().map(|c| c.heartbeat) else {
+            return Duration::from_secs(3600);
         };
-        let relay = Relay { id: new_relay_id(), origin: Some(config.hub_id.to_string()), seq: None, hops: 0 };
-        if let Some(id) = parse_relay_id(&relay.id) {
-            state.mesh.seen.first_time(id);
-        }
-        state.mesh.flood(&protocol::hub_heartbeat(&relay), None, Audience::RelayHubs);
-
-        let deadline = config.heartbeat * MISSED_HEARTBEATS;
         let now = Instant::now();
-        let silent: HashSet<PeerId> = state
-            .mesh
-            .heard
-            .iter()
-            .filter(|(_, at)| now.duration_since(**at) > deadline)
-            .map(|(hub, _)| *hub)
-            .collect();
-        if !silent.is_empty() {
-            let stale: Vec<PeerId> = state
+        if now >= state.mesh.next_heartbeat {
+            state.mesh.next_heartbeat = now + heartbeat;
+            state.mesh.send_heartbeat(None);
+            let deadline = heartbeat * MISSED_HEARTBEATS;
+            let silent: HashSet<PeerId> = state
                 .mesh
-                .remote
+                .heard
                 .iter()
-                .filter(|(_, r)| matches!(r.origin, Origin::Hub(hub) if silent.contains(&hub)))
-                .map(|(id, _)| *id)
+                .filter(|(_, at)| now.duration_since(**at) > deadline)
+                .map(|(hub, _)| *hub)
                 .collect();
-            if !stale.is_empty() {
-                crate::log_info!("{} peers of {} unreachable hubs expired", stale.len(), silent.len());
+            if !silent.is_empty() {
+                state.drop_peers_of_hubs(&silent, "hub unreachable");
             }
-            for peer in stale {
-                state.drop_remote(peer, "hub unreachable", None);
-            }
-            state.mesh.heard.retain(|hub, _| !silent.contains(hub));
+            state.mesh.tombstones.retain(|_, (_, until)| *until > now);
         }
-        state.mesh.tombstones.retain(|_, (_, until)| *until > now);
+        state.decide_checks(now);
+        let next_check = state.mesh.checks.values().filter(|c| !c.decided).map(|c| c.due).min();
+        let next = next_check.map_or(state.mesh.next_heartbeat, |due| due.min(state.mesh.next_heartbeat));
+        next.saturating_duration_since(now)
+    }
+
+    /// Signalled when the mesh timer should run [`Self::mesh_tick`] before the time it was given.
+    pub fn mesh_timer_wakeups(&self) -> Receiver<()> {
+        self.lock().mesh.timer_wake.1.clone()
+    }
+
+    /// Tells every hub link that this hub's peers are leaving (it is shutting down).
+    pub fn say_farewell_to_links(&self) {
+        self.lock().say_farewell();
     }
 }

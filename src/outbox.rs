@@ -121,8 +121,6 @@ pub struct PeerHandle {
     pub serial: u64,
     /// Where the connection comes from.
     pub remote_addr: Option<SocketAddr>,
-    /// When the connection was accepted (Unix ms).
-    pub connected_at_ms: u64,
     tx: Sender<Outbound>,
     shared: Arc<PeerShared>,
     /// Set once the connection is a link to another hub: its messages are then trusted as relays.
@@ -151,15 +149,8 @@ pub fn new_peer(
         last_activity_ms: AtomicU64::new(now),
         closing: AtomicBool::new(false),
     });
-    let handle = Arc::new(PeerHandle {
-        peer_id,
-        serial,
-        remote_addr,
-        connected_at_ms: now,
-        tx,
-        shared: shared.clone(),
-        link: AtomicBool::new(false),
-    });
+    let handle =
+        Arc::new(PeerHandle { peer_id, serial, remote_addr, tx, shared: shared.clone(), link: AtomicBool::new(false) });
     (handle, rx, shared)
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 /// Number of hex digits in a peer id (a 160-bit id, as the PeerPigeon client generates).
 pub const PEER_ID_LEN: usize = 40;
 
-/// A validated peer id: exactly 40 ASCII hex digits, either case (contract §1).
+/// A validated peer id: exactly 40 ASCII hex digits, either case (docs/protocol.md §1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId([u8; PEER_ID_LEN]);
 
@@ -19,7 +19,7 @@ impl PeerId {
         bytes.iter().all(u8::is_ascii_hexdigit).then_some(PeerId(bytes))
     }
 
-    /// A fresh random id, as a hub generates for itself at start (contract §5).
+    /// A fresh random id, as a hub generates for itself at start (docs/protocol.md §5).
     pub fn random() -> PeerId {
         let raw: [u8; PEER_ID_LEN / 2] = rand::random();
         let mut digits = [0u8; PEER_ID_LEN];

@@ -16,10 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::clock::unix_millis;
 use crate::mesh::{Direction, MeshConfig, MeshState};
 use crate::outbox::PeerHandle;
 use crate::peer_id::PeerId;
@@ -37,7 +35,7 @@ pub enum RegisterError {
 }
 
 impl RegisterError {
-    /// The close reason the reference sends (contract §1).
+    /// The close reason the reference sends (docs/protocol.md §1).
     pub fn close_reason(self) -> &'static str {
         match self {
             RegisterError::Duplicate => "Peer already connected",
@@ -69,27 +67,12 @@ pub struct Counts {
     pub networks: usize,
 }
 
-/// A hub connected to this server, as `/hubs` and `/hubstats` list it.
-#[derive(Debug, Clone, Serialize)]
-pub struct HubInfo {
-    #[serde(rename = "peerId")]
-    pub peer_id: PeerId,
-    #[serde(rename = "networkName")]
-    pub network_name: String,
-    #[serde(rename = "connectedAt")]
-    pub connected_at: u64,
-    #[serde(rename = "registeredAt")]
-    pub registered_at: u64,
-    pub data: Box<RawValue>,
-}
-
 /// What a peer told the server about itself when it announced.
 pub(crate) struct Announcement {
     pub network: Arc<str>,
     pub is_hub: bool,
     /// The `data` of the `peer-discovered` that describes this peer, built once at announce.
     pub discovery: Box<RawValue>,
-    pub announced_at: u64,
     /// Orders this announcement against others of the same peer across hubs (`mesh.rs`).
     pub seq: u64,
 }
@@ -194,7 +177,7 @@ impl Registry {
 
     /// Puts `peer` into `network` (leaving any other network it was in) and exchanges
     /// `peer-discovered` with every other peer there: each of them hears about the newcomer and the
-    /// newcomer hears about each of them (contract §2). Announcing again re-sends both directions,
+    /// newcomer hears about each of them (docs/protocol.md §2). Announcing again re-sends both directions,
     /// as the reference does.
     pub fn announce(&self, peer: PeerId, network: &str, is_hub: bool, discovery: Box<RawValue>) {
         let mut guard = self.lock();
@@ -208,14 +191,7 @@ impl Registry {
         let network = state.join_network(peer, network);
         let seq = state.mesh.next_stamp();
         if let Some(entry) = state.peers.get_mut(&peer) {
-            let announced_at = unix_millis();
-            let previous = entry.announced.replace(Announcement {
-                network: network.clone(),
-                is_hub,
-                discovery,
-                announced_at,
-                seq,
-            });
+            let previous = entry.announced.replace(Announcement { network: network.clone(), is_hub, discovery, seq });
             state.hub_count = state.hub_count + usize::from(is_hub) - usize::from(previous.is_some_and(|p| p.is_hub));
         }
 
@@ -238,7 +214,7 @@ impl Registry {
             }
         }
         state.mesh_local_announced(peer, &network, is_hub);
-        // In hub mode, a hub announcing to us becomes a link (contract §5).
+        // In hub mode, a hub announcing to us becomes a link (docs/protocol.md §5).
         if is_hub
             && state.mesh.config.is_some()
             && let Some(entry) = state.peers.get(&peer)
@@ -258,7 +234,7 @@ impl Registry {
     }
 
     /// Delivers a `kind` signal from local peer `sender` to `target`, both announced in `network`
-    /// (contract §3), or in hub mode relays it to the other hubs when the target is not here.
+    /// (docs/protocol.md §3), or in hub mode relays it to the other hubs when the target is not here.
     pub fn deliver_signal(
         &self,
         sender: PeerId,
@@ -313,27 +289,6 @@ impl Registry {
             hubs: self.published.hubs.load(Ordering::Relaxed),
             networks: self.published.networks.load(Ordering::Relaxed),
         }
-    }
-
-    /// The connected peers that announced as hubs.
-    pub fn hubs(&self) -> Vec<HubInfo> {
-        let state = self.lock();
-        let mut hubs: Vec<HubInfo> = state
-            .peers
-            .values()
-            .filter_map(|entry| {
-                let announced = entry.announced.as_ref().filter(|a| a.is_hub)?;
-                Some(HubInfo {
-                    peer_id: entry.handle.peer_id,
-                    network_name: announced.network.to_string(),
-                    connected_at: entry.handle.connected_at_ms,
-                    registered_at: announced.announced_at,
-                    data: announced.discovery.clone(),
-                })
-            })
-            .collect();
-        hubs.sort_by_key(|h| h.registered_at);
-        hubs
     }
 }
 

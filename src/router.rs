@@ -1,5 +1,5 @@
 //! What to do with one message from a peer: announce, route a signal, leave, answer a ping, or
-//! reply with an error (contract §2 and §3).
+//! reply with an error (docs/protocol.md §2, §3).
 //!
 //! Runs on the sending peer's reader thread. Replies to the sender go into its own outbox; signals go
 //! to the target's outbox through the registry.

@@ -33,7 +33,7 @@ pub(crate) struct ServerState {
     /// The address actually bound (the port may differ from `config.port`).
     pub local_addr: SocketAddr,
     pub started: Instant,
-    /// This server's own id when it is a hub (contract §5).
+    /// This server's own id when it is a hub (docs/protocol.md §5).
     pub hub_peer_id: Option<PeerId>,
     shutting_down: AtomicBool,
     next_serial: AtomicU64,
@@ -196,6 +196,8 @@ impl ServerHandle {
         }
 
         let peers = self.state.registry.begin_shutdown();
+        // The other hubs hear that this hub's peers are leaving before the links close behind it.
+        self.state.registry.say_farewell_to_links();
         for link in self.state.registry.link_handles() {
             link.close(1001, "Hub shutting down");
         }
@@ -251,7 +253,7 @@ pub(crate) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> R
     thread::Builder::new().name(name.to_string()).stack_size(256 * 1024).spawn(body).map_err(Error::Spawn)
 }
 
-/// Binds `config.host` on the first free port from `config.port` upward (contract §7), trying IPv4
+/// Binds `config.host` on the first free port from `config.port` upward (docs/protocol.md §7), trying IPv4
 /// addresses of the host first so that `localhost` means 127.0.0.1, as clients usually expect.
 fn bind(config: &Config) -> Result<TcpListener, Error> {
     let resolve_error = |source| Error::Resolve { host: config.host.clone(), source };

@@ -1,4 +1,4 @@
-//! Turning an HTTP upgrade request into a registered peer (contract §1).
+//! Turning an HTTP upgrade request into a registered peer (docs/protocol.md §1).
 //!
 //! In order: check the handshake headers (400 if broken), check `AUTH_TOKEN` (401, before any
 //! upgrade), switch protocols (101), then check the `peerId` and admit the peer to the registry.

@@ -1,4 +1,4 @@
-//! Contract §1: who may connect, and what a connection is told first.
+//! docs/protocol.md §1: who may connect, and what a connection is told first.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Contract §2 (`announce`, `goodbye`) and §4: who hears about whom, and who hears that someone left.
+//! docs/protocol.md §2 (`announce`, `goodbye`) and §4: who hears about whom, and who hears that someone left.
 
 mod common;
 
@@ -80,8 +80,9 @@ fn a_hub_announce_is_flagged_as_hub() {
     let mut hub = Client::connect(addr);
     hub.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
     assert_eq!(a.wait_for("peer-discovered", |m| m["type"] == "peer-discovered")["data"]["isHub"], true);
+    // On a plain server nothing is a hub link: `/hubs` lists none of them.
     let hubs = common::http_get(addr, "/hubs").json();
-    assert_eq!(hubs["totalHubs"], 2, "{hubs}");
+    assert_eq!(hubs["totalHubs"], 0, "{hubs}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Contract §6: the HTTP endpoints on the WebSocket port.
+//! docs/protocol.md §6: the HTTP endpoints on the WebSocket port.
 
 mod common;
 
@@ -73,8 +73,8 @@ fn a_hub_server_reports_its_hub_peer_id() {
 }
 
 #[test]
-fn hubstats_and_hubs_list_connected_hubs() {
-    let server = start();
+fn hubstats_and_hubs_list_hub_links() {
+    let server = start_with(|c| c.is_hub = true);
     let addr = server.local_addr();
     let mut hub = Client::connect(addr);
     hub.send(
@@ -86,6 +86,7 @@ fn hubstats_and_hubs_list_connected_hubs() {
     let stats = response.json();
     assert_eq!((stats["totalHubs"].as_u64(), stats["connectedHubs"].as_u64()), (Some(1), Some(1)));
     assert_eq!(stats["hubs"][0]["peerId"], hub.id);
+    assert_eq!(stats["hubs"][0]["direction"], "inbound");
     assert!(stats["bootstrapHubs"].is_array());
 
     let response = http_get(addr, "/hubs");

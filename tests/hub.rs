@@ -1,4 +1,4 @@
-//! Contract §5: hub mode. Several hubs in one test process, linked over real sockets; peers on
+//! docs/protocol.md §5: hub mode. Several hubs in one test process, linked over real sockets; peers on
 //! different hubs discover and signal each other through chains and rings of hubs.
 
 mod common;
@@ -76,8 +76,12 @@ fn two_hubs_introduce_their_peers_and_relay_signals() {
     let stats = http_get(b.local_addr(), "/hubstats").json();
     assert_eq!(stats["bootstrapHubs"][0]["connected"], true, "{stats}");
     assert_eq!(stats["bootstrapHubs"][0]["state"], "connected");
-    assert_eq!(stats["links"][0]["multiHop"], true);
-    assert_eq!(http_get(a.local_addr(), "/hubs").json()["totalHubs"], 1);
+    assert_eq!(stats["hubs"][0]["multiHop"], true);
+    // Each side counts the link, whichever opened it.
+    for (side, direction) in [(&a, "inbound"), (&b, "outbound")] {
+        let hubs = http_get(side.local_addr(), "/hubs").json();
+        assert_eq!((hubs["totalHubs"].as_u64(), hubs["hubs"][0]["direction"].as_str()), (Some(1), Some(direction)));
+    }
 }
 
 #[test]
@@ -200,19 +204,61 @@ fn peers_of_a_hub_that_dies_expire_and_the_restarted_hub_is_linked_again() {
 }
 
 #[test]
-fn a_signal_for_a_peer_no_hub_knows_gets_an_error() {
+fn a_hub_with_links_up_relays_signals_for_peers_it_has_not_heard_of() {
     let a = hub(&[]);
     let b = hub(&[&a]);
     wait_links(b.local_addr(), 1);
     let mut on_b = Client::join(b.local_addr(), "n");
     on_b.send(json!({"type": "offer", "networkName": "n", "targetPeerId": common::new_peer_id(), "data": {}}));
     let replies = on_b.drain();
-    assert!(replies.iter().any(|m| m["type"] == "error" && m["code"] == "unknown-target"), "{replies:?}");
+    assert!(replies.iter().all(|m| m["type"] != "error"), "{replies:?}");
+}
+
+#[test]
+fn a_hub_in_the_middle_counts_both_of_its_links() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    let c = hub(&[&b]);
+    wait_links(c.local_addr(), 1);
+    let stats = wait_json(b.local_addr(), "/hubstats", "two links", |s| s["totalHubs"] == 2);
+    assert_eq!(stats["connectedHubs"], 2);
+    let mut directions: Vec<&str> =
+        stats["hubs"].as_array().unwrap().iter().filter_map(|h| h["direction"].as_str()).collect();
+    directions.sort();
+    assert_eq!(directions, ["inbound", "outbound"]);
+    assert_eq!(http_get(b.local_addr(), "/hubs").json()["totalHubs"], 2);
+}
+
+/// A peer that signals a peer of another hub the moment that peer announced, before its own hub can
+/// have heard of it: the signal still arrives, every time, exactly once.
+#[test]
+fn signals_to_a_peer_just_announced_elsewhere_arrive_in_a_ring() {
+    let a = hub(&[]);
+    let b = hub(&[&a]);
+    let c = hub(&[&b, &a]);
+    for h in [&a, &b, &c] {
+        wait_links(h.local_addr(), 2);
+    }
+    let mut sender = Client::join(a.local_addr(), "race");
+    for round in 0..50 {
+        let mut target = Client::connect(c.local_addr());
+        target.announce("race");
+        let sdp = format!("offer {round}");
+        sender.send(json!({"type": "offer", "networkName": "race", "targetPeerId": target.id, "data": {"sdp": sdp}}));
+        let offer = target.wait_for("offer", |m| m["type"] == "offer");
+        assert_eq!(
+            (offer["data"]["sdp"].as_str(), offer["fromPeerId"].as_str()),
+            (Some(sdp.as_str()), Some(sender.id.as_str()))
+        );
+        let errors: Vec<Value> = sender.drain().into_iter().filter(|m| m["type"] == "error").collect();
+        assert!(errors.is_empty(), "round {round}: {errors:?}");
+        assert!(target.drain().iter().all(|m| m["type"] != "offer"), "round {round}: a duplicate offer");
+    }
 }
 
 #[test]
 fn a_hub_skips_a_bootstrap_url_that_is_itself() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe = common::test_listener();
     let port = probe.local_addr().unwrap().port();
     drop(probe);
     let server = start_with(|c| {
@@ -224,7 +270,7 @@ fn a_hub_skips_a_bootstrap_url_that_is_itself() {
     let stats = wait_json(server.local_addr(), "/hubstats", "skipped self link", |stats| {
         stats["bootstrapHubs"][0]["state"] == "skipped"
     });
-    assert_eq!(stats["links"].as_array().map(Vec::len), Some(0));
+    assert_eq!(stats["hubs"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]

@@ -3,18 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT, start_with};
-use crossbeam_channel::Receiver;
+use common::process::{binary, run_binary, wait_exit};
+use common::{Client, start_with};
 use peerpigeon::{Config, Error, Server};
 
 #[test]
 fn a_busy_port_is_probed_upward() {
-    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocker = common::test_listener();
     let busy = blocker.local_addr().unwrap().port();
     let server = start_with(|c| c.port = busy);
     let used = server.local_addr().port();
@@ -23,7 +22,7 @@ fn a_busy_port_is_probed_upward() {
 
 #[test]
 fn no_free_port_within_the_retries_is_an_error() {
-    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocker = common::test_listener();
     let busy = blocker.local_addr().unwrap().port();
     let config = Config { host: "127.0.0.1".into(), port: busy, port_retries: 0, ..Config::default() };
     match Server::start(config) {
@@ -50,24 +49,6 @@ fn shutdown_closes_every_peer_with_1001_promptly() {
     assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
     // The port is released.
     assert!(TcpStream::connect(addr).is_err() || TcpListener::bind(addr).is_ok());
-}
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peerpigeon"));
-    for name in [
-        "PORT",
-        "HOST",
-        "MAX_CONNECTIONS",
-        "CORS_ORIGIN",
-        "IS_HUB",
-        "HUB_MESH_NAMESPACE",
-        "BOOTSTRAP_HUBS",
-        "AUTH_TOKEN",
-        "LOG_LEVEL",
-    ] {
-        command.env_remove(name);
-    }
-    command
 }
 
 #[test]
@@ -105,67 +86,10 @@ fn an_invalid_variable_exits_2_with_one_line_naming_it() {
     }
 }
 
-/// A running server binary; killed if a test ends before it exited.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts the binary on `port` and returns it with the address it logged.
-fn run_binary(port: u16) -> (Running, SocketAddr, Receiver<String>) {
-    let mut child = binary()
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take();
-    let running = Running(Some(child));
-    let stderr = stderr.expect("piped stderr");
-    let (lines_tx, lines) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let line = lines.recv_deadline(deadline).expect("the binary logs its address");
-        if let Some(rest) = line.split("listening on ws://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (running, addr, lines);
-        }
-    }
-}
-
-/// Waits up to `limit` for `child` to exit; kills it and returns `None` if it does not.
-fn wait_exit(mut running: Running, limit: Duration) -> Option<std::process::ExitStatus> {
-    let mut child = running.0.take()?;
-    let pid = child.id().to_string();
-    let (done_tx, done) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    match done.recv_timeout(limit) {
-        Ok(status) => status.ok(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            None
-        }
-    }
-}
-
 #[test]
 fn sigterm_and_ctrl_c_close_peers_with_1001_and_exit_0_within_two_seconds() {
     for signal in ["TERM", "INT"] {
-        let (child, addr, _log) = run_binary(0);
+        let (child, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
         let mut peer = Client::join(addr, "n");
         let started = Instant::now();
         let killed = Command::new("kill")
@@ -183,8 +107,8 @@ fn sigterm_and_ctrl_c_close_peers_with_1001_and_exit_0_within_two_seconds() {
 
 #[test]
 fn the_binary_logs_the_port_it_moved_to() {
-    let blocker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocker = common::test_listener();
     let busy = blocker.local_addr().unwrap().port();
-    let (_running, addr, _log) = run_binary(busy);
+    let (_running, addr, _log) = run_binary(&[("PORT", &busy.to_string())]);
     assert!(addr.port() > busy && addr.port() <= busy + 10, "busy {busy}, logged {addr}");
 }

@@ -2,6 +2,8 @@
 //! real WebSocket clients (tungstenite) and raw HTTP over TCP. Every wait has a deadline.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod process;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -15,10 +17,26 @@ use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 /// Generous upper bound for anything the server should do "at once".
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// A loopback port for a test server to start probing from: below 32768, because the range above
+/// is where the kernel picks the ports of client sockets, which could take it first. The server
+/// moves up from it while ports are busy (`PORT_RETRIES`).
+pub fn test_port() -> u16 {
+    fastrand::u16(20_000..32_000)
+}
+
+/// A listener on a free loopback port below 32768 (see [`test_port`]).
+pub fn test_listener() -> std::net::TcpListener {
+    loop {
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", test_port())) {
+            return listener;
+        }
+    }
+}
+
 /// Starts a server on 127.0.0.1 and a free port, with `tweak` applied to the default config.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
     peerpigeon::log::set_level(peerpigeon::log::Level::Warn);
-    let mut config = Config { host: "127.0.0.1".into(), port: 0, ..Config::default() };
+    let mut config = Config { host: "127.0.0.1".into(), port: test_port(), ..Config::default() };
     tweak(&mut config);
     Server::start(config).expect("server starts")
 }
