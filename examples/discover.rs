@@ -6,22 +6,37 @@
 //! cargo run --example discover -- ws://localhost:3000 my-network
 //! ```
 //!
-//! Run it twice to watch two peers discover each other. Everything here is plain tungstenite and
-//! serde_json, so it can be copied into any project as a starting point.
+//! Run it twice to watch two peers discover each other. The server URL may have its own path and
+//! query, for example `ws://localhost:3000/?token=secret` when the server sets `AUTH_TOKEN`.
+//! Everything here is plain tungstenite, url and serde_json, so it can be copied into any project
+//! as a starting point (with `shared/connect.rs`).
+
+#[path = "shared/connect.rs"]
+mod connect;
 
 use std::error::Error;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let server = args.next().unwrap_or_else(|| "ws://localhost:3000".to_string());
     let network = args.next().unwrap_or_else(|| "global".to_string());
 
     // A peer id is 40 hex digits; the PeerPigeon client makes one from 20 random bytes.
     let peer_id = hex::encode(rand::random::<[u8; 20]>());
-    let (mut socket, _) = tungstenite::connect(format!("{server}/?peerId={peer_id}"))?;
+    let mut socket = connect::connect(&server, &peer_id)?;
     println!("connected as {peer_id}");
 
     // Join the network. `data` is what the other peers receive about us in `peer-discovered`.

@@ -8,24 +8,26 @@
 //!
 //! Alice and Bob each connect and announce into the same network. When Alice hears that Bob
 //! arrived she sends him an `offer`; Bob answers with an `answer`. A real application would put an
-//! SDP from its WebRTC stack in `data`; the server passes `data` through untouched.
+//! SDP from its WebRTC stack in `data`; the server passes `data` through untouched. The server URL
+//! may have its own path and query (`ws://localhost:3000/?token=secret`).
+
+#[path = "shared/connect.rs"]
+mod connect;
 
 use std::error::Error;
-use std::net::TcpStream;
 use std::time::Duration;
 
+use connect::Socket;
 use serde_json::{Value, json};
+use tungstenite::Message;
 use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 const NETWORK: &str = "two-peers-example";
 
 /// Connects with a fresh peer id and announces into [`NETWORK`].
 fn join(server: &str, name: &str) -> Result<(Socket, String), Box<dyn Error>> {
     let peer_id = hex::encode(rand::random::<[u8; 20]>());
-    let (mut socket, _) = tungstenite::connect(format!("{server}/?peerId={peer_id}"))?;
+    let mut socket = connect::connect(server, &peer_id)?;
     // Give up instead of hanging if the server never answers.
     if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -49,7 +51,17 @@ fn wait_for(socket: &mut Socket, who: &str, kind: &str) -> Result<Value, Box<dyn
     }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let server = std::env::args().nth(1).unwrap_or_else(|| "ws://localhost:3000".to_string());
     let (mut alice, alice_id) = join(&server, "alice")?;
     let (mut bob, bob_id) = join(&server, "bob")?;
