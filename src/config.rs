@@ -93,30 +93,238 @@ impl Default for Config {
     }
 }
 
-/// The environment variables the server reads, with their defaults; printed by `peerpigeon --help`.
-pub const ENV_HELP: &str = "\
-  PORT                    first port to listen on; busy ports are probed upward    [3000]
-  PORT_RETRIES            how many ports above PORT to try when it is busy          [10]
-  HOST                    interface to bind                                         [localhost]
-  MAX_CONNECTIONS         most WebSocket peers at once                              [1000]
-  CORS_ORIGIN             Access-Control-Allow-Origin of HTTP replies               [*]
-  IS_HUB                  true to run as a hub of a server mesh                     [false]
-  HUB_MESH_NAMESPACE      network name hubs announce into                           [pigeonhub-mesh]
-  BOOTSTRAP_HUBS          comma-separated ws:// URLs of hubs to link to             []
-  AUTH_TOKEN              token peers must present (Bearer header or ?token=)       [unset: no auth]
-  MAX_MESSAGE_SIZE        largest WebSocket message in bytes (bigger: close 1009)   [1048576]
-  PEER_TIMEOUT_SECS       close a peer silent for this long                         [300]
-  CLEANUP_INTERVAL_SECS   how often idle peers are pinged and swept                 [30]
-  HANDSHAKE_TIMEOUT_SECS  time a new socket has to send its request head            [10]
-  MAX_QUEUED_BYTES        outbound bytes one peer may leave unread before closing   [16777216]
-  MAX_PEER_DATA_BYTES     largest announce data a peer may store                    [16384]
-  MAX_MESSAGES_PER_SEC    messages a peer may send per second (then error, 1008)    [200]
-  MESSAGE_BURST           messages a peer may send at once before the rate applies  [400]
-  HUB_HEARTBEAT_SECS      hub mode: heartbeat interval; silent for 3 = hub gone      [10]
-  HUB_MAX_HOPS            hub mode: most hub links a relayed message crosses        [16]
-  MAX_PENDING_HANDSHAKES  most sockets still sending their request head at once     [1024]
-  MAX_THREADS             most connection threads (2 per peer); 0: what the system allows [0]
-  LOG_LEVEL               error, warn, info or debug                                [info]";
+/// One environment variable: its name, what it means, its default as shown to people, and how its
+/// value is read into a [`Config`]. [`SETTINGS`] lists them all; parsing, `--help` and the README's
+/// configuration table are all made from it (a test keeps the README in step).
+pub struct Setting {
+    /// The variable's name.
+    pub name: &'static str,
+    /// What it sets, in one line.
+    pub meaning: &'static str,
+    /// The default value as shown, taken from `Config::default()`.
+    shown_default: fn(&Config) -> String,
+    /// Reads a (non-empty) value into the config, or says what is wrong with it.
+    read: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl Setting {
+    /// The default as `--help` and the README show it.
+    pub fn default_text(&self) -> String {
+        (self.shown_default)(&Config::default())
+    }
+}
+
+/// Every setting the server reads, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "PORT",
+        meaning: "first port to listen on; if busy, the next ones are tried and the one used is logged",
+        shown_default: |c| c.port.to_string(),
+        read: |c, v| {
+            c.port = number(v, 0, u16::MAX.into())? as u16;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "PORT_RETRIES",
+        meaning: "how many ports above `PORT` to try",
+        shown_default: |c| c.port_retries.to_string(),
+        read: |c, v| {
+            c.port_retries = number(v, 0, 1000)? as u16;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HOST",
+        meaning: "interface to bind (`localhost` binds 127.0.0.1; `0.0.0.0` for all interfaces)",
+        shown_default: |c| c.host.clone(),
+        read: |c, v| {
+            c.host = single_token(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_CONNECTIONS",
+        meaning: "most WebSocket peers at once; more are closed with 1008",
+        shown_default: |c| c.max_connections.to_string(),
+        read: |c, v| {
+            c.max_connections = number(v, 1, 1_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CORS_ORIGIN",
+        meaning: "`Access-Control-Allow-Origin` of the HTTP replies",
+        shown_default: |c| c.cors_origin.clone(),
+        read: |c, v| {
+            c.cors_origin = single_token(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "IS_HUB",
+        meaning: "run as a hub of a mesh of servers (see Running a mesh of hubs)",
+        shown_default: |c| c.is_hub.to_string(),
+        read: |c, v| {
+            c.is_hub = boolean(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_MESH_NAMESPACE",
+        meaning: "network name hubs announce into",
+        shown_default: |c| c.hub_mesh_namespace.clone(),
+        read: |c, v| {
+            c.hub_mesh_namespace = single_token(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "BOOTSTRAP_HUBS",
+        meaning: "comma-separated `ws://host:port` URLs of hubs to link to",
+        shown_default: |_| "(none)".into(),
+        read: |c, v| {
+            c.bootstrap_hubs = hub_urls(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "AUTH_TOKEN",
+        meaning: "when set, peers must send `Authorization: Bearer <token>` or `?token=<token>`",
+        shown_default: |_| "(none: no auth)".into(),
+        read: |c, v| {
+            c.auth_token = Some(secret(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_MESSAGE_SIZE",
+        meaning: "largest WebSocket message in bytes; larger ones close with 1009",
+        shown_default: |c| c.max_message_size.to_string(),
+        read: |c, v| {
+            c.max_message_size = number(v, 1024, 1 << 30)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "PEER_TIMEOUT_SECS",
+        meaning: "close a peer from which nothing has arrived for this long",
+        shown_default: |c| c.peer_timeout.as_secs().to_string(),
+        read: |c, v| {
+            c.peer_timeout = seconds(v, 1, 86_400)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLEANUP_INTERVAL_SECS",
+        meaning: "how often every peer is pinged and idle peers are swept",
+        shown_default: |c| c.cleanup_interval.as_secs().to_string(),
+        read: |c, v| {
+            c.cleanup_interval = seconds(v, 1, 86_400)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HANDSHAKE_TIMEOUT_SECS",
+        meaning: "time a new socket has to send its HTTP request head",
+        shown_default: |c| c.handshake_timeout.as_secs().to_string(),
+        read: |c, v| {
+            c.handshake_timeout = seconds(v, 1, 3_600)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_QUEUED_BYTES",
+        meaning: "bytes that may wait for one peer that does not read before it is cut off",
+        shown_default: |c| c.max_queued_bytes.to_string(),
+        read: |c, v| {
+            c.max_queued_bytes = number(v, 64 * 1024, 1 << 34)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_PEER_DATA_BYTES",
+        meaning: "largest `data` a peer may announce (stored, and copied into every discovery of it)",
+        shown_default: |c| c.max_peer_data_bytes.to_string(),
+        read: |c, v| {
+            c.max_peer_data_bytes = number(v, 64, 1 << 20)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_MESSAGES_PER_SEC",
+        meaning: "messages a peer may send per second; over it: dropped with an `error`, then a 1008 close if it goes on",
+        shown_default: |c| c.max_messages_per_sec.to_string(),
+        read: |c, v| {
+            c.max_messages_per_sec = number(v, 1, 1_000_000)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MESSAGE_BURST",
+        meaning: "messages a peer may send at once before the rate applies",
+        shown_default: |c| c.message_burst.to_string(),
+        read: |c, v| {
+            c.message_burst = number(v, 1, 1_000_000)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_PENDING_HANDSHAKES",
+        meaning: "most sockets still sending their HTTP request head at once; more are closed on accept",
+        shown_default: |c| c.max_pending_handshakes.to_string(),
+        read: |c, v| {
+            c.max_pending_handshakes = number(v, 1, 1_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_THREADS",
+        meaning: "most connection threads (two per peer, 64 kept for HTTP); `0`: as many as `vm.max_map_count` allows",
+        shown_default: |c| c.max_threads.to_string(),
+        read: |c, v| {
+            c.max_threads = number(v, 0, 10_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_HEARTBEAT_SECS",
+        meaning: "hub mode: how often a hub tells the mesh it is alive; three missed = its peers are dropped",
+        shown_default: |c| c.hub_heartbeat.as_secs().to_string(),
+        read: |c, v| {
+            c.hub_heartbeat = seconds(v, 1, 3_600)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_MAX_HOPS",
+        meaning: "hub mode: most hub links a relayed message may cross",
+        shown_default: |c| c.hub_max_hops.to_string(),
+        read: |c, v| {
+            c.hub_max_hops = number(v, 1, 255)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "LOG_LEVEL",
+        meaning: "`error`, `warn`, `info` or `debug` (per-peer events are `debug`)",
+        shown_default: |c| c.log_level.as_str().into(),
+        read: |c, v| {
+            c.log_level = Level::parse(v).ok_or_else(|| format!("expected error, warn, info or debug, got {v:?}"))?;
+            Ok(())
+        },
+    },
+];
+
+/// The settings as `peerpigeon --help` lists them: name, meaning, and the default in brackets.
+pub fn env_help() -> String {
+    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    SETTINGS
+        .iter()
+        .map(|s| format!("  {:width$}  {} [{}]", s.name, s.meaning.replace('`', ""), s.default_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// A configuration value that could not be used. Its `Display` names the variable and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,119 +352,58 @@ impl Config {
     /// assert_eq!(config.port, 8080);
     /// ```
     pub fn from_env_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let mut config = Config::default();
-        if let Some(v) = get("PORT") {
-            config.port = parse_number("PORT", &v, 0, u16::MAX as u64)? as u16;
-        }
-        if let Some(v) = get("PORT_RETRIES") {
-            config.port_retries = parse_number("PORT_RETRIES", &v, 0, 1000)? as u16;
-        }
-        if let Some(v) = get("HOST") {
-            config.host = single_token("HOST", v)?;
-        }
-        if let Some(v) = get("MAX_CONNECTIONS") {
-            config.max_connections = parse_number("MAX_CONNECTIONS", &v, 1, 1_000_000)? as usize;
-        }
-        if let Some(v) = get("CORS_ORIGIN") {
-            config.cors_origin = single_token("CORS_ORIGIN", v)?;
-        }
-        if let Some(v) = get("IS_HUB") {
-            config.is_hub = parse_bool("IS_HUB", &v)?;
-        }
-        if let Some(v) = get("HUB_MESH_NAMESPACE") {
-            config.hub_mesh_namespace = single_token("HUB_MESH_NAMESPACE", v)?;
-        }
-        if let Some(v) = get("BOOTSTRAP_HUBS") {
-            config.bootstrap_hubs = parse_hub_urls(&v)?;
-        }
-        if let Some(v) = get("AUTH_TOKEN") {
-            // The token is never echoed back, not even in this error.
-            if v.chars().any(char::is_control) {
-                return Err(error("AUTH_TOKEN", "contains control characters"));
+        for setting in SETTINGS {
+            if let Some(value) = lookup(setting.name).filter(|value| !value.trim().is_empty()) {
+                (setting.read)(&mut config, &value)
+                    .map_err(|problem| ConfigError { variable: setting.name, problem })?;
             }
-            config.auth_token = Some(v);
-        }
-        if let Some(v) = get("MAX_MESSAGE_SIZE") {
-            config.max_message_size = parse_number("MAX_MESSAGE_SIZE", &v, 1024, 1 << 30)? as usize;
-        }
-        if let Some(v) = get("PEER_TIMEOUT_SECS") {
-            config.peer_timeout = Duration::from_secs(parse_number("PEER_TIMEOUT_SECS", &v, 1, 86_400)?);
-        }
-        if let Some(v) = get("CLEANUP_INTERVAL_SECS") {
-            config.cleanup_interval = Duration::from_secs(parse_number("CLEANUP_INTERVAL_SECS", &v, 1, 86_400)?);
-        }
-        if let Some(v) = get("HANDSHAKE_TIMEOUT_SECS") {
-            config.handshake_timeout = Duration::from_secs(parse_number("HANDSHAKE_TIMEOUT_SECS", &v, 1, 3_600)?);
-        }
-        if let Some(v) = get("MAX_QUEUED_BYTES") {
-            config.max_queued_bytes = parse_number("MAX_QUEUED_BYTES", &v, 64 * 1024, 1 << 34)? as usize;
-        }
-        if let Some(v) = get("MAX_PEER_DATA_BYTES") {
-            config.max_peer_data_bytes = parse_number("MAX_PEER_DATA_BYTES", &v, 64, 1 << 20)? as usize;
-        }
-        if let Some(v) = get("MAX_MESSAGES_PER_SEC") {
-            config.max_messages_per_sec = parse_number("MAX_MESSAGES_PER_SEC", &v, 1, 1_000_000)? as u32;
-        }
-        if let Some(v) = get("MESSAGE_BURST") {
-            config.message_burst = parse_number("MESSAGE_BURST", &v, 1, 1_000_000)? as u32;
-        }
-        if let Some(v) = get("HUB_HEARTBEAT_SECS") {
-            config.hub_heartbeat = Duration::from_secs(parse_number("HUB_HEARTBEAT_SECS", &v, 1, 3_600)?);
-        }
-        if let Some(v) = get("HUB_MAX_HOPS") {
-            config.hub_max_hops = parse_number("HUB_MAX_HOPS", &v, 1, 255)? as u32;
-        }
-        if let Some(v) = get("MAX_PENDING_HANDSHAKES") {
-            config.max_pending_handshakes = parse_number("MAX_PENDING_HANDSHAKES", &v, 1, 1_000_000)? as usize;
-        }
-        if let Some(v) = get("MAX_THREADS") {
-            config.max_threads = parse_number("MAX_THREADS", &v, 0, 10_000_000)? as usize;
-        }
-        if let Some(v) = get("LOG_LEVEL") {
-            config.log_level = Level::parse(&v)
-                .ok_or_else(|| error("LOG_LEVEL", format!("expected error, warn, info or debug, got {v:?}")))?;
         }
         Ok(config)
     }
 }
 
-fn error(variable: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { variable, problem: problem.into() }
-}
-
-fn parse_number(variable: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let out_of_range = || error(variable, format!("expected a whole number from {min} to {max}, got {value:?}"));
+fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let out_of_range = || format!("expected a whole number from {min} to {max}, got {value:?}");
     let number: u64 = value.trim().parse().map_err(|_| out_of_range())?;
     if (min..=max).contains(&number) { Ok(number) } else { Err(out_of_range()) }
 }
 
-fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+fn seconds(value: &str, min: u64, max: u64) -> Result<Duration, String> {
+    number(value, min, max).map(Duration::from_secs)
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(error(variable, format!("expected true or false, got {value:?}"))),
+        _ => Err(format!("expected true or false, got {value:?}")),
     }
 }
 
 /// A value that ends up in a header, a log line or a JSON field: trimmed, no whitespace inside.
-fn single_token(variable: &'static str, value: String) -> Result<String, ConfigError> {
+fn single_token(value: &str) -> Result<String, String> {
     let value = value.trim();
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(error(variable, format!("must not contain spaces or control characters, got {value:?}")));
+        return Err(format!("must not contain spaces or control characters, got {value:?}"));
     }
     Ok(value.to_string())
 }
 
-fn parse_hub_urls(value: &str) -> Result<Vec<String>, ConfigError> {
+/// A secret: kept as given, never echoed back, not even in this error.
+fn secret(value: &str) -> Result<String, String> {
+    if value.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    Ok(value.to_string())
+}
+
+fn hub_urls(value: &str) -> Result<Vec<String>, String> {
     let mut urls = Vec::new();
     for url in value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
         if !url.starts_with("ws://") || url.len() <= "ws://".len() {
-            return Err(error(
-                "BOOTSTRAP_HUBS",
-                format!(
-                    "expected comma-separated ws://host:port URLs, got {url:?} (wss:// needs a TLS proxy in front)"
-                ),
+            return Err(format!(
+                "expected comma-separated ws://host:port URLs, got {url:?} (wss:// needs a TLS proxy in front)"
             ));
         }
         urls.push(url.to_string());

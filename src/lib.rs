@@ -66,7 +66,7 @@ mod thread_name;
 mod time_slice;
 mod upgrade;
 
-pub use config::{Config, ConfigError, ENV_HELP};
+pub use config::{Config, ConfigError, SETTINGS, Setting, env_help};
 pub use error::Error;
 pub use fd_limit::raise_open_file_limit;
 pub use futex_hash::size_for_threads as size_futex_hash_for_threads;

@@ -26,6 +26,16 @@ impl Level {
         }
     }
 
+    /// The name `LOG_LEVEL` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Level::Error => "ERROR",

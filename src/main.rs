@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use peerpigeon::{Config, ENV_HELP, Server, log};
+use peerpigeon::{Config, Server, env_help, log};
 
 const USAGE: &str = "\
 PeerPigeon-rs: WebSocket signaling server for PeerPigeon WebRTC meshes
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     if let Some(arg) = std::env::args().nth(1) {
         return match arg.as_str() {
             "-h" | "--help" => {
-                println!("{USAGE}\n{ENV_HELP}\n\nExample: PORT=8080 IS_HUB=true peerpigeon");
+                println!("{USAGE}\n{}\n\nExample: PORT=8080 IS_HUB=true peerpigeon", env_help());
                 ExitCode::SUCCESS
             }
             "-V" | "--version" => {

@@ -51,27 +51,42 @@ fn shutdown_closes_every_peer_with_1001_promptly() {
     assert!(TcpStream::connect(addr).is_err() || TcpListener::bind(addr).is_ok());
 }
 
+/// `--help` and the README's configuration table are both made from `peerpigeon::SETTINGS`: every
+/// setting, with the same default, in both.
 #[test]
-fn help_lists_every_variable_with_its_default() {
+fn help_and_readme_list_every_setting_with_its_default() {
     let output = binary().arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
-    for (name, default) in [
-        ("PORT", "3000"),
-        ("HOST", "localhost"),
-        ("MAX_CONNECTIONS", "1000"),
-        ("CORS_ORIGIN", "*"),
-        ("IS_HUB", "false"),
-        ("HUB_MESH_NAMESPACE", "pigeonhub-mesh"),
-        ("BOOTSTRAP_HUBS", ""),
-        ("AUTH_TOKEN", "unset"),
-    ] {
+    for setting in peerpigeon::SETTINGS {
         let line = help
             .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("{name} missing:\n{help}"));
-        assert!(line.contains(&format!("[{default}")), "{name} default: {line}");
+            .find(|l| l.trim_start().split_whitespace().next() == Some(setting.name))
+            .unwrap_or_else(|| panic!("{} missing from --help:\n{help}", setting.name));
+        assert!(line.ends_with(&format!("[{}]", setting.default_text())), "{} default: {line}", setting.name);
     }
+    for (name, default) in [("PORT", "3000"), ("HOST", "localhost"), ("MAX_CONNECTIONS", "1000"), ("CORS_ORIGIN", "*")]
+    {
+        let setting = peerpigeon::SETTINGS.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(setting.default_text(), default, "the reference's default for {name}");
+    }
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| variable | default |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let expected: Vec<String> = peerpigeon::SETTINGS
+        .iter()
+        .map(|s| {
+            let default = s.default_text();
+            let default = if default.starts_with('(') { default } else { format!("`{default}`") };
+            format!("| `{}` | {default} | {} |", s.name, s.meaning)
+        })
+        .collect();
+    assert_eq!(table, expected, "README's configuration table should read:\n{}", expected.join("\n"));
 }
 
 #[test]
