@@ -61,7 +61,7 @@ fn help_and_readme_list_every_setting_with_its_default() {
     for setting in peerpigeon::SETTINGS {
         let line = help
             .lines()
-            .find(|l| l.trim_start().split_whitespace().next() == Some(setting.name))
+            .find(|l| l.split_whitespace().next() == Some(setting.name))
             .unwrap_or_else(|| panic!("{} missing from --help:\n{help}", setting.name));
         assert!(line.ends_with(&format!("[{}]", setting.default_text())), "{} default: {line}", setting.name);
     }
