@@ -1,16 +1,53 @@
 //! The 40-hex-digit peer identifier every connection presents in `?peerId=`.
 //!
-//! Kept as the exact characters the client sent (the reference compares ids as strings, so `AB..` and
-//! `ab..` are two different peers), stored inline so the type is `Copy` and cheap to hash.
+//! Kept as the exact characters the client sent, so that it is echoed back as sent, but compared and
+//! hashed without regard to case: `AB…` and `ab…` name the same 160-bit id, so an upper-case twin of
+//! a connected peer is a duplicate, not a second peer **(safer: the reference compares the strings)**.
+//! Stored inline so the type is `Copy` and cheap to hash.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// Number of hex digits in a peer id (a 160-bit id, as the PeerPigeon client generates).
 pub const PEER_ID_LEN: usize = 40;
 
 /// A validated peer id: exactly 40 ASCII hex digits, either case (docs/protocol.md §1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 pub struct PeerId([u8; PEER_ID_LEN]);
+
+impl PeerId {
+    /// The digits in lower case: what equality, hashing and ordering look at.
+    fn folded(&self) -> [u8; PEER_ID_LEN] {
+        self.0.map(|b| b.to_ascii_lowercase())
+    }
+}
+
+impl PartialEq for PeerId {
+    fn eq(&self, other: &PeerId) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for PeerId {}
+
+impl Hash for PeerId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.folded().hash(state);
+    }
+}
+
+impl PartialOrd for PeerId {
+    fn partial_cmp(&self, other: &PeerId) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerId {
+    fn cmp(&self, other: &PeerId) -> Ordering {
+        self.folded().cmp(&other.folded())
+    }
+}
 
 impl PeerId {
     /// Parses `text` as a peer id; `None` unless it is exactly 40 hex digits.
@@ -66,6 +103,16 @@ mod tests {
     fn accepts_forty_hex_digits_of_either_case() {
         let id = "0123456789abcdefABCDEF0123456789abcdef01";
         assert_eq!(PeerId::parse(id).map(|p| p.to_string()), Some(id.to_string()));
+    }
+
+    #[test]
+    fn ids_differing_only_in_case_are_the_same_id_but_keep_their_spelling() {
+        use std::collections::HashSet;
+        let lower = PeerId::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let upper = PeerId::parse("0123456789ABCDEF0123456789ABCDEF01234567").unwrap();
+        assert_eq!(lower, upper);
+        assert_eq!(HashSet::from([lower, upper]).len(), 1);
+        assert_eq!(upper.as_str(), "0123456789ABCDEF0123456789ABCDEF01234567");
     }
 
     #[test]

@@ -51,8 +51,25 @@ fn a_second_connection_with_a_live_peer_id_is_refused() {
     let addr = server.local_addr();
     let mut first = Client::connect(addr);
     assert_eq!(refused(addr, &format!("/?peerId={}", first.id)), (1008, "Peer already connected".to_string()));
+    // The same id in upper case is the same id, not a second peer.
+    let twin = first.id.to_ascii_uppercase();
+    assert_eq!(refused(addr, &format!("/?peerId={twin}")), (1008, "Peer already connected".to_string()));
     // The first connection is unharmed.
     assert!(first.drain().is_empty());
+}
+
+#[test]
+fn a_peer_id_is_echoed_as_sent() {
+    let server = start();
+    let addr = server.local_addr();
+    let id = new_peer_id().to_ascii_uppercase();
+    // connect_as checks that `connected` carries the id exactly as sent.
+    let mut upper = Client::connect_as(addr, &id);
+    upper.announce("n");
+    let mut other = Client::join(addr, "n");
+    let heard = upper.wait_for("peer-discovered", |m| m["type"] == "peer-discovered");
+    assert_eq!(heard["targetPeerId"], id);
+    other.drain();
 }
 
 #[test]
