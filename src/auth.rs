@@ -1,7 +1,15 @@
-//! The optional `AUTH_TOKEN` check on WebSocket upgrades **(safer)**: the reference has no auth.
+//! The credentials a WebSocket upgrade may present **(safer)**: the reference has neither.
 //!
-//! A client presents the token as `Authorization: Bearer <token>` or as `?token=<token>`. Tokens
-//! are compared in constant time, and never logged.
+//! - `AUTH_TOKEN`, which every peer of a deployment holds: `Authorization: Bearer <token>` or
+//!   `?token=<token>`.
+//! - `HUB_TOKEN`, which only the hubs of a mesh hold: the `X-PeerPigeon-Hub-Token` header,
+//!   `?hubToken=<token>`, or any one segment of the URL path (`ws://hub:3000/mesh/<token>`). The path
+//!   is there for the JavaScript hub, which appends `?peerId=` to its bootstrap URL as given and so
+//!   cannot carry a header or a second query parameter.
+//!
+//! Tokens are compared in constant time, and never logged.
+
+use std::net::SocketAddr;
 
 use crate::request_head::RequestHead;
 
@@ -16,6 +24,29 @@ pub fn is_authorized(head: &RequestHead, expected: &str) -> bool {
     let by_query =
         head.query_param("token").is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()));
     by_header | by_query
+}
+
+/// Whether a connection to a hub may become a hub link (docs/protocol.md §5, "Who is a hub"): it
+/// presented `hub_token`, or none is set and it comes from this machine. A hub credential also
+/// stands in for `AUTH_TOKEN`: it is the stronger secret, and a JavaScript hub cannot present both.
+pub fn holds_hub_credential(head: &RequestHead, hub_token: Option<&str>, from: Option<SocketAddr>) -> bool {
+    match hub_token {
+        Some(token) => presents_hub_token(head, token),
+        None => from.is_some_and(|addr| addr.ip().is_loopback()),
+    }
+}
+
+/// The header a hub link presents `HUB_TOKEN` in.
+pub const HUB_TOKEN_HEADER: &str = "X-PeerPigeon-Hub-Token";
+
+/// Whether `head` presents the hub credential `expected`, by header, query parameter or path segment.
+pub fn presents_hub_token(head: &RequestHead, expected: &str) -> bool {
+    let matches = |given: &str| constant_time_eq(given.as_bytes(), expected.as_bytes());
+    let by_header = head.header(HUB_TOKEN_HEADER).is_some_and(|token| matches(token.trim()));
+    let by_query = head.query_param("hubToken").is_some_and(|token| matches(&token));
+    // Every segment is compared, so that timing does not tell where the token was.
+    let by_path = head.path_segments().fold(false, |found, segment| found | matches(&segment));
+    by_header | by_query | by_path
 }
 
 /// Compares `given` with `expected` in time that depends only on `expected`'s length.
@@ -50,6 +81,33 @@ mod tests {
         assert!(!is_authorized(&head("/", Some("Bearer s3cret2")), "s3cret"));
         assert!(!is_authorized(&head("/", Some("Basic s3cret")), "s3cret"));
         assert!(!is_authorized(&head("/?token=", None), "s3cret"));
+    }
+
+    #[test]
+    fn the_hub_token_comes_by_header_query_or_path_segment() {
+        let with_header = |value: &str| {
+            RequestHead::parse(format!("GET / HTTP/1.1\r\n{HUB_TOKEN_HEADER}: {value}\r\n\r\n").as_bytes()).unwrap()
+        };
+        assert!(presents_hub_token(&with_header("mesh key"), "mesh key"));
+        assert!(!presents_hub_token(&with_header("mesh"), "mesh key"));
+        assert!(presents_hub_token(&head("/?peerId=x&hubToken=mesh%20key", None), "mesh key"));
+        assert!(presents_hub_token(&head("/mesh/mesh%20key?peerId=x", None), "mesh key"));
+        assert!(presents_hub_token(&head("/k3y", None), "k3y"));
+        assert!(!presents_hub_token(&head("/mesh/k3y2?peerId=x", None), "k3y"));
+        assert!(!presents_hub_token(&head("/?token=k3y", Some("Bearer k3y")), "k3y"));
+    }
+
+    #[test]
+    fn without_a_hub_token_only_loopback_may_link() {
+        let local: SocketAddr = "127.0.0.7:5000".parse().unwrap();
+        let remote: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let plain = head("/?peerId=x", None);
+        assert!(holds_hub_credential(&plain, None, Some(local)));
+        assert!(!holds_hub_credential(&plain, None, Some(remote)));
+        assert!(!holds_hub_credential(&plain, None, None));
+        // With a token set, the address does not matter: only the token does.
+        assert!(!holds_hub_credential(&plain, Some("k"), Some(local)));
+        assert!(holds_hub_credential(&head("/mesh/k", None), Some("k"), Some(remote)));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Config {
     pub bootstrap_hubs: Vec<String>,
     /// When set, WebSocket upgrades must present this token (`AUTH_TOKEN`). Never logged.
     pub auth_token: Option<String>,
+    /// The secret the hubs of one mesh share (`HUB_TOKEN`): only a connection that presents it may
+    /// become a hub link; unset, only loopback connections may. Never logged.
+    pub hub_token: Option<String>,
     /// Largest WebSocket message accepted, in bytes (`MAX_MESSAGE_SIZE`); larger ones close with 1009.
     pub max_message_size: usize,
     /// A peer that sends no frame (not even a pong) for this long is closed (`PEER_TIMEOUT_SECS`).
@@ -76,6 +79,7 @@ impl Default for Config {
             hub_mesh_namespace: "pigeonhub-mesh".to_string(),
             bootstrap_hubs: Vec::new(),
             auth_token: None,
+            hub_token: None,
             max_message_size: 1 << 20,
             peer_timeout: Duration::from_secs(300),
             cleanup_interval: Duration::from_secs(30),
@@ -194,6 +198,15 @@ pub const SETTINGS: &[Setting] = &[
         shown_default: |_| "(none: no auth)".into(),
         read: |c, v| {
             c.auth_token = Some(secret(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_TOKEN",
+        meaning: "hub mode: the secret of the mesh's hubs; only a connection presenting it may link as a hub (unset: only from this machine)",
+        shown_default: |_| "(none: loopback links only)".into(),
+        read: |c, v| {
+            c.hub_token = Some(secret(v)?);
             Ok(())
         },
     },

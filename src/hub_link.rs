@@ -2,7 +2,8 @@
 //! (`hub-link-<n>`), plus the timer thread of hub mode (`hub-timer`: heartbeats and reachability
 //! checks, `mesh.rs`).
 //!
-//! A link thread connects as `URL?peerId=<this hub's id>` (and `&token=` when `AUTH_TOKEN` is set),
+//! A link thread connects as `URL?peerId=<this hub's id>` (and `&token=` when `AUTH_TOKEN` is set,
+//! and the `X-PeerPigeon-Hub-Token` header when `HUB_TOKEN` is),
 //! does the WebSocket handshake itself (so no byte the other hub sends right after the 101 is
 //! lost), registers the link (which sends the hub announce and everything this hub knows), then
 //! reads until the link drops. A lost or refused link is retried for ever, with capped exponential
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tungstenite::protocol::Role;
 
 use crate::clock::unix_millis;
+use crate::mesh::LinkEvent;
 use crate::outbox::new_peer;
 use crate::peer::{self, Incoming};
 use crate::request_head::read_head;
@@ -158,7 +160,7 @@ fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<(
                     s.last_error = None;
                     s.connected_since = Some(unix_millis());
                 });
-                let outcome = serve_link(uri, stream, leftover, state);
+                let outcome = serve_link(index, uri, stream, leftover, state);
                 links.update(index, |s| {
                     s.state = "waiting";
                     s.connected_since = None;
@@ -204,7 +206,7 @@ struct LinkOutcome {
 }
 
 /// Runs an open link: its writer thread, its registration, and reading until it drops.
-fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<ServerState>) -> LinkOutcome {
+fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<ServerState>) -> LinkOutcome {
     let serial = state.next_serial();
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
@@ -224,7 +226,14 @@ fn serve_link(uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<Serve
     let reason =
         peer::read_frames(&handle, &shared, leftover, Role::Client, state.config.max_message_size, |message| {
             if let Incoming::Text(text) = message {
-                is_self |= state.registry.handle_link_message(serial, text);
+                match state.registry.handle_link_message(serial, text) {
+                    LinkEvent::Nothing => {}
+                    LinkEvent::LeadsToSelf => is_self = true,
+                    LinkEvent::NotAccepted(why) => {
+                        crate::log_warn!("hub {uri} does not take this hub's link: {why}");
+                        state.bootstrap_links.update(index, |s| s.last_error = Some(why));
+                    }
+                }
             }
             std::ops::ControlFlow::Continue(true)
         });
@@ -286,15 +295,18 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
     };
     let separator = if target.path.contains('?') { '&' } else { '?' };
     let mut path = format!("{}{separator}peerId={hub_id}", target.path);
-    let mut authorization = String::new();
+    let mut credentials = String::new();
     if let Some(token) = &state.config.auth_token {
         path.push_str("&token=");
         path.push_str(&percent_encode(token));
-        authorization = format!("Authorization: Bearer {token}\r\n");
+        credentials = format!("Authorization: Bearer {token}\r\n");
+    }
+    if let Some(token) = &state.config.hub_token {
+        credentials.push_str(&format!("{}: {token}\r\n", crate::auth::HUB_TOKEN_HEADER));
     }
     let key = tungstenite::handshake::client::generate_key();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{authorization}\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{credentials}\r\n",
         target.host, target.port
     );
     stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the handshake: {e}"))?;

@@ -63,6 +63,7 @@ mod server;
 mod socket_flags;
 mod thread_budget;
 mod thread_name;
+mod throttled_log;
 mod time_slice;
 mod upgrade;
 

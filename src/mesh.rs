@@ -72,6 +72,8 @@ pub struct MeshConfig {
     pub port: u16,
     pub max_hops: u32,
     pub heartbeat: Duration,
+    /// Whether `HUB_TOKEN` is set (only for what the logs advise).
+    pub hub_token_set: bool,
 }
 
 /// Which side opened a link.
@@ -705,6 +707,16 @@ impl State {
     }
 }
 
+/// What a message over a link tells the link's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    Nothing,
+    /// The link leads back to this very hub; it is being closed.
+    LeadsToSelf,
+    /// The other hub does not take this connection as a hub link, and says why.
+    NotAccepted(String),
+}
+
 /// One live hub link, opened by this hub or accepted by it, as `/hubs` and `/hubstats` list it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LinkInfo {
@@ -798,32 +810,35 @@ impl Registry {
         self.lock().remove_link(link_id);
     }
 
-    /// Handles one message that arrived over link `link_id`. Returns `true` when the message shows
-    /// that the link leads back to this very hub (it is then being closed).
-    pub fn handle_link_message(&self, link_id: u64, text: &str) -> bool {
+    /// Handles one message that arrived over link `link_id`, and says what the link's owner should
+    /// know about it.
+    pub fn handle_link_message(&self, link_id: u64, text: &str) -> LinkEvent {
         let Ok(message) = protocol::parse_link_message(text) else {
             crate::log_debug!("ignored an unreadable message on hub link {link_id}");
-            return false;
+            return LinkEvent::Nothing;
         };
+        if message.kind == "error" && message.code.as_deref() == Some(protocol::error_code::NOT_A_HUB_LINK) {
+            return LinkEvent::NotAccepted(message.error.as_deref().unwrap_or_default().to_string());
+        }
         let mut state = self.lock();
         if !state.mesh.links.contains_key(&link_id) {
-            return false;
+            return LinkEvent::Nothing;
         }
         match message.kind.as_ref() {
             "peer-discovered" => state.learn_remote(link_id, &message),
             "peer-disconnected" => state.forget_remote_peer(link_id, &message),
             "hub-heartbeat" | "hub-probe" => {
                 let Some(relay) = &message.relay else {
-                    return false;
+                    return LinkEvent::Nothing;
                 };
                 let Some(origin) = relay.origin.as_deref().and_then(PeerId::parse) else {
-                    return false;
+                    return LinkEvent::Nothing;
                 };
                 let Some(id) = parse_relay_id(&relay.id) else {
-                    return false;
+                    return LinkEvent::Nothing;
                 };
                 if Some(origin) == state.mesh.hub_id() || !state.mesh.seen.first_time(id) {
-                    return false;
+                    return LinkEvent::Nothing;
                 }
                 state.mesh.heard_from(origin);
                 let is_probe = message.kind == "hub-probe";
@@ -855,7 +870,7 @@ impl Registry {
                     if hub.is_some() && hub == me {
                         crate::log_warn!("hub link {link_id} leads back to this hub; closing it");
                         link.handle.close(1000, "Link to self");
-                        return true;
+                        return LinkEvent::LeadsToSelf;
                     }
                 }
             }
@@ -866,7 +881,7 @@ impl Registry {
                 }
             }
         }
-        false
+        LinkEvent::Nothing
     }
 
     /// The mesh's timed work, run by the mesh timer thread: the heartbeat when it is due (dropping

@@ -125,6 +125,9 @@ pub struct PeerHandle {
     shared: Arc<PeerShared>,
     /// Set once the connection is a link to another hub: its messages are then trusted as relays.
     link: AtomicBool,
+    /// Set at the handshake when the connection may become a hub link: it presented `HUB_TOKEN`
+    /// (or, with none set, came from this machine), or it is a link this hub opened itself.
+    may_link: AtomicBool,
 }
 
 /// Creates the handle of a new connection, plus what its writer needs: the receiving end of the
@@ -149,8 +152,15 @@ pub fn new_peer(
         last_activity_ms: AtomicU64::new(now),
         closing: AtomicBool::new(false),
     });
-    let handle =
-        Arc::new(PeerHandle { peer_id, serial, remote_addr, tx, shared: shared.clone(), link: AtomicBool::new(false) });
+    let handle = Arc::new(PeerHandle {
+        peer_id,
+        serial,
+        remote_addr,
+        tx,
+        shared: shared.clone(),
+        link: AtomicBool::new(false),
+        may_link: AtomicBool::new(false),
+    });
     (handle, rx, shared)
 }
 
@@ -236,6 +246,16 @@ impl PeerHandle {
     /// Whether the connection is being closed (it may still be registered for a moment).
     pub fn is_closing(&self) -> bool {
         self.shared.closing.load(Ordering::Relaxed)
+    }
+
+    /// Records that the connection holds the hub credential (see `may_link`).
+    pub fn grant_hub_credential(&self) {
+        self.may_link.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection may become a hub link.
+    pub fn may_link(&self) -> bool {
+        self.may_link.load(Ordering::Relaxed)
     }
 
     /// Marks the connection as a link to another hub.

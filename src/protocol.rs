@@ -373,6 +373,8 @@ pub mod error_code {
     pub const BINARY_FRAME: &str = "binary-not-supported";
     /// Messages beyond `MAX_MESSAGES_PER_SEC` / `MESSAGE_BURST`: dropped.
     pub const RATE_LIMITED: &str = "rate-limited";
+    /// An announce as a hub from a connection without the hub credential: it stays an ordinary peer.
+    pub const NOT_A_HUB_LINK: &str = "not-a-hub-link";
 }
 
 /// `error`: `{"type":"error","error":<text>,"code":<code>,"timestamp":<ms>}`.
@@ -618,6 +620,11 @@ pub struct LinkMessage<'a> {
     pub target_peer_id: Option<Cow<'a, str>>,
     #[serde(default)]
     pub relay: Option<Relay>,
+    /// An `error` reply's code and text (a hub that refused our link says why).
+    #[serde(default, borrow)]
+    pub code: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub error: Option<Cow<'a, str>>,
 }
 
 impl LinkMessage<'_> {

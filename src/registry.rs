@@ -22,6 +22,7 @@ use crate::mesh::{Direction, MeshConfig, MeshState};
 use crate::outbox::PeerHandle;
 use crate::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
+use crate::throttled_log::ThrottledLog;
 
 /// Why a new connection was not registered. Each maps to a 1008 close reason of the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub struct Counts {
     pub connections: usize,
     /// Peers known (the same as connections: every connection is a peer).
     pub peers: usize,
-    /// Connections that announced as hubs.
+    /// Live hub links, opened or accepted.
     pub hubs: usize,
     /// Networks with at least one announced peer.
     pub networks: usize,
@@ -87,8 +88,6 @@ pub(crate) struct State {
     pub peers: HashMap<PeerId, PeerEntry>,
     pub networks: HashMap<Arc<str>, HashSet<PeerId>>,
     pub mesh: MeshState,
-    /// Announced peers whose announcement says they are hubs.
-    hub_count: usize,
     shutting_down: bool,
 }
 
@@ -105,13 +104,8 @@ pub struct Registry {
 impl Registry {
     /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
     pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
-        let state = State {
-            peers: HashMap::new(),
-            networks: HashMap::new(),
-            mesh: MeshState::new(mesh),
-            hub_count: 0,
-            shutting_down: false,
-        };
+        let state =
+            State { peers: HashMap::new(), networks: HashMap::new(), mesh: MeshState::new(mesh), shutting_down: false };
         Registry {
             state: Mutex::new(state),
             published: PublishedCounts::default(),
@@ -191,8 +185,7 @@ impl Registry {
         let network = state.join_network(peer, network);
         let seq = state.mesh.next_stamp();
         if let Some(entry) = state.peers.get_mut(&peer) {
-            let previous = entry.announced.replace(Announcement { network: network.clone(), is_hub, discovery, seq });
-            state.hub_count = state.hub_count + usize::from(is_hub) - usize::from(previous.is_some_and(|p| p.is_hub));
+            entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, seq });
         }
 
         {
@@ -214,12 +207,24 @@ impl Registry {
             }
         }
         state.mesh_local_announced(peer, &network, is_hub);
-        // In hub mode, a hub announcing to us becomes a link (docs/protocol.md §5).
+        // In hub mode, a hub announcing to us becomes a link if it holds the hub credential
+        // (docs/protocol.md §5, "Who is a hub"); without it, it stays an ordinary peer.
         if is_hub
             && state.mesh.config.is_some()
             && let Some(entry) = state.peers.get(&peer)
             && !entry.handle.is_link()
         {
+            if !entry.handle.may_link() {
+                let hub_token_set = state.mesh.config.as_ref().is_some_and(|c| c.hub_token_set);
+                refused_link(&entry.handle, hub_token_set);
+                let why = if hub_token_set {
+                    "Not accepted as a hub link: present this mesh's HUB_TOKEN; served as an ordinary peer"
+                } else {
+                    "Not accepted as a hub link: this hub has no HUB_TOKEN and takes links from its own machine only; served as an ordinary peer"
+                };
+                entry.handle.send_text(protocol::error(protocol::error_code::NOT_A_HUB_LINK, why));
+                return;
+            }
             let handle = entry.handle.clone();
             let fields = protocol::PeerFields::of(entry.announced.as_ref().map(|a| &*a.discovery));
             let speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
@@ -292,6 +297,26 @@ impl Registry {
     }
 }
 
+/// Logs (throttled) that a connection announced itself as a hub without the hub credential, and
+/// what the operator should set if it was a real hub.
+fn refused_link(handle: &PeerHandle, hub_token_set: bool) {
+    static REFUSED: ThrottledLog = ThrottledLog::new();
+    let from = handle.remote_addr.map_or_else(|| "an unknown address".to_string(), |addr| addr.to_string());
+    REFUSED.warn(|| {
+        if hub_token_set {
+            format!(
+                "{from} announced itself as a hub without HUB_TOKEN; it is served as an ordinary peer. A hub of \
+                 this mesh must present it (BOOTSTRAP_HUBS URL path ws://host:port/mesh/<HUB_TOKEN>)"
+            )
+        } else {
+            format!(
+                "{from} announced itself as a hub, but with no HUB_TOKEN set only hubs on this machine may link; \
+                 it is served as an ordinary peer. Set the same HUB_TOKEN on every hub of the mesh"
+            )
+        }
+    });
+}
+
 /// The registry's lock, held. Derefs to the [`State`]; letting it go publishes the counts.
 pub(crate) struct Locked<'a> {
     guard: MutexGuard<'a, State>,
@@ -315,7 +340,7 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         let published = self.published;
         publish(&published.peers, self.guard.peers.len());
-        publish(&published.hubs, self.guard.hub_count);
+        publish(&published.hubs, self.guard.mesh.links.len());
         publish(&published.networks, self.guard.networks.len());
     }
 }
@@ -353,7 +378,6 @@ impl State {
         let Some(announced) = self.peers.get_mut(&peer).and_then(|e| e.announced.take()) else {
             return;
         };
-        self.hub_count -= usize::from(announced.is_hub);
         let network = announced.network;
         if let Some(members) = self.networks.get_mut(&network) {
             members.remove(&peer);
@@ -386,6 +410,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::MeshConfig;
     use crate::outbox::{Outbound, new_peer};
     use crossbeam_channel::Receiver;
     use std::net::{TcpListener, TcpStream};
@@ -437,11 +462,23 @@ mod tests {
         assert_eq!(registry.counts().connections, 2);
     }
 
+    fn hub_mode() -> Option<MeshConfig> {
+        Some(MeshConfig {
+            hub_id: PeerId::random(),
+            namespace: "pigeonhub-mesh".into(),
+            host: "localhost".into(),
+            port: 3000,
+            max_hops: 16,
+            heartbeat: std::time::Duration::from_secs(10),
+            hub_token_set: true,
+        })
+    }
+
     #[test]
-    fn published_counts_follow_hubs_networks_and_departures() {
-        let registry = Registry::new(10, None);
-        let (a, b) = (peer(1, 1), peer(2, 2));
-        for p in [&a, &b] {
+    fn published_counts_follow_links_networks_and_departures() {
+        let registry = Registry::new(10, hub_mode());
+        let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
+        for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();
         }
         let announce_as = |p: &TestPeer, network: &str, is_hub: bool| {
@@ -452,21 +489,20 @@ mod tests {
             let c = registry.counts();
             (c.peers, c.hubs, c.networks)
         };
-        assert_eq!(counts(&registry), (2, 0, 0));
-        announce_as(&a, "mesh", true);
+        assert_eq!(counts(&registry), (3, 0, 0));
+        a.handle.grant_hub_credential();
+        announce_as(&a, "pigeonhub-mesh", true);
+        assert_eq!(counts(&registry), (3, 1, 1));
+        assert!(a.handle.is_link());
+        // Claiming to be a hub without the credential makes an ordinary peer, not a link.
+        announce_as(&c, "pigeonhub-mesh", true);
         announce_as(&b, "one", false);
-        assert_eq!(counts(&registry), (2, 1, 2));
-        // Announcing again as a plain peer, in the same network or another, is no longer a hub.
-        announce_as(&a, "mesh", true);
-        assert_eq!(counts(&registry), (2, 1, 2));
-        announce_as(&a, "one", false);
-        assert_eq!(counts(&registry), (2, 0, 1));
-        announce_as(&a, "mesh", true);
-        registry.leave(a.handle.peer_id, "goodbye");
-        assert_eq!(counts(&registry), (2, 0, 1));
-        announce_as(&a, "mesh", true);
+        assert_eq!(counts(&registry), (3, 1, 2));
+        assert!(!c.handle.is_link());
         registry.unregister(a.handle.peer_id, a.handle.serial, "closed");
-        assert_eq!(counts(&registry), (1, 0, 1));
+        assert_eq!(counts(&registry), (2, 0, 2));
+        registry.leave(c.handle.peer_id, "goodbye");
+        assert_eq!(counts(&registry), (2, 0, 1));
     }
 
     #[test]

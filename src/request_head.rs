@@ -147,8 +147,13 @@ impl RequestHead {
         let (_, query) = self.target.split_once('?')?;
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
+            (percent_decode(key, Plus::IsSpace) == name).then(|| percent_decode(value, Plus::IsSpace))
         })
+    }
+
+    /// The segments of the path, percent-decoded (`+` stays a plus, as in any path).
+    pub fn path_segments(&self) -> impl Iterator<Item = String> + '_ {
+        self.path().split('/').filter(|segment| !segment.is_empty()).map(|s| percent_decode(s, Plus::IsPlus))
     }
 
     /// Whether the client asks to switch to WebSocket (`Upgrade: websocket`). The handshake's other
@@ -159,13 +164,20 @@ impl RequestHead {
 }
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); invalid escapes are kept literally.
-fn percent_decode(text: &str) -> String {
+/// What `+` means where a text is decoded: a space in a query string, itself in a path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plus {
+    IsSpace,
+    IsPlus,
+}
+
+fn percent_decode(text: &str, plus: Plus) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus == Plus::IsSpace => out.push(b' '),
             b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
                 (Some(high), Some(low)) => {
                     out.push(high << 4 | low);
@@ -214,8 +226,8 @@ mod tests {
 
     #[test]
     fn percent_decoding_keeps_broken_escapes() {
-        assert_eq!(percent_decode("%41%zz%4"), "A%zz%4");
-        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%41%zz%4", Plus::IsSpace), "A%zz%4");
+        assert_eq!(percent_decode("%", Plus::IsSpace), "%");
     }
 
     #[test]

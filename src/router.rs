@@ -6,6 +6,7 @@
 
 use serde_json::value::RawValue;
 
+use crate::mesh::LinkEvent;
 use crate::outbox::PeerHandle;
 use crate::peer_id::PeerId;
 use crate::protocol::{self, ClientMessage, SignalKind, error_code};
@@ -37,7 +38,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         }
         // A hub link relays other servers' peers: its signals keep their `fromPeerId`.
         ClientMessage::Signal { .. } | ClientMessage::HubOnly if from.is_link() => {
-            if state.registry.handle_link_message(from.serial, text) {
+            if state.registry.handle_link_message(from.serial, text) == LinkEvent::LeadsToSelf {
                 crate::log_warn!("an inbound hub link leads back to this hub");
             }
         }

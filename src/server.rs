@@ -95,6 +95,7 @@ impl Server {
             port: local_addr.port(),
             max_hops: config.hub_max_hops,
             heartbeat: config.hub_heartbeat,
+            hub_token_set: config.hub_token.is_some(),
         });
         let state = Arc::new(ServerState {
             registry: Registry::new(config.max_connections, mesh),
@@ -149,6 +150,12 @@ impl Server {
         }
         if let Some(id) = state.hub_peer_id {
             crate::log_info!("hub peer id {id}, mesh namespace {:?}", state.config.hub_mesh_namespace);
+            if state.config.hub_token.is_none() {
+                crate::log_warn!(
+                    "HUB_TOKEN is not set: only hubs on this machine (loopback) may link to this hub. To link hubs \
+                     across machines, set the same HUB_TOKEN on every hub of the mesh"
+                );
+            }
         }
         drop(hub_threads); // they end by themselves once told to stop; nothing waits for them
         Ok(ServerHandle { state, acceptor: Some(acceptor), sweeper: Some(sweeper), stop_threads: Some(stop_threads) })

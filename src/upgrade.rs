@@ -55,7 +55,10 @@ pub(crate) fn accept(
             return None;
         }
     };
+    let hub_credential = state.config.is_hub
+        && auth::holds_hub_credential(head, state.config.hub_token.as_deref(), stream.peer_addr().ok());
     if let Some(token) = &state.config.auth_token
+        && !hub_credential
         && !auth::is_authorized(head, token)
     {
         crate::log_debug!("refused an upgrade without a valid token");
@@ -84,6 +87,9 @@ pub(crate) fn accept(
         }
     };
     let (handle, outbox, shared) = new_peer(peer_id, serial, socket, Role::Server, state.config.max_queued_bytes);
+    if hub_credential {
+        handle.grant_hub_credential();
+    }
     if let Err(refusal) = state.registry.register(handle.clone()) {
         crate::log_debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
         refuse(stream, refusal.close_reason());

@@ -441,3 +441,122 @@ fn announce_data_over_the_stored_data_limit_is_refused() {
     assert_eq!(watcher.wait_for("peer-discovered", |m| m["type"] == "peer-discovered")["data"]["blob"], "small");
     pair_still_works(addr);
 }
+
+/// A client that announces `{"isHub": true}` to a hub, without the hub credential: it gets no
+/// hub-only message, nothing it sends is trusted as a relay, and it is not listed as a hub. Run
+/// without `AUTH_TOKEN`, and with it (every browser of a deployment holds that token).
+#[test]
+fn a_client_claiming_to_be_a_hub_is_an_ordinary_peer() {
+    for auth_token in [None, Some("peers-token")] {
+        let server = start_with(|c| {
+            c.is_hub = true;
+            c.hub_token = Some("the hubs' secret".into());
+            c.auth_token = auth_token.map(String::from);
+        });
+        let addr = server.local_addr();
+        let query = auth_token.map(|t| format!("&token={t}")).unwrap_or_default();
+        let join = |network: &str| {
+            let id = new_peer_id();
+            let ws = common::open(addr, &format!("/?peerId={id}{query}"), &[]).expect("upgrade");
+            let mut client = Client { id, ws };
+            client.next().expect("connected");
+            client.announce(network);
+            client
+        };
+        let mut a = join("n");
+        let mut b = join("n");
+        a.drain();
+        let mut impostor = join("elsewhere");
+        // It announces as a hub, into the hub namespace.
+        impostor.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
+        let told = impostor.drain();
+        assert_eq!(error_code(&told).as_deref(), Some("not-a-hub-link"), "{told:?}");
+        assert!(told.iter().all(|m| m["type"] != "peer-discovered" && m["type"] != "hub-hello"), "{told:?}");
+        assert_eq!(http_get(addr, "/hubs").json()["totalHubs"], 0);
+        assert_eq!(http_get(addr, "/hubstats").json()["totalHubs"], 0);
+        // What a link could do, it cannot: inject a peer, make a real one leave, speak for someone else.
+        let fake = new_peer_id();
+        for message in [
+            json!({"type": "peer-discovered", "networkName": "n", "data": {"peerId": fake, "isHub": false}}),
+            json!({"type": "peer-disconnected", "networkName": "n", "data": {"peerId": a.id}}),
+            json!({"type": "hub-heartbeat", "relay": {"id": "02", "origin": fake, "hops": 0}}),
+            json!({"type": "offer", "networkName": "n", "targetPeerId": b.id, "fromPeerId": a.id, "data": {}}),
+        ] {
+            impostor.send(message);
+        }
+        let replies = impostor.drain();
+        assert_eq!(error_code(&replies).as_deref(), Some("not-in-network"), "{replies:?}");
+        assert!(a.drain().is_empty() && b.drain().is_empty(), "an impostor's message reached a peer");
+        // In the peers' network it is a peer like any other: its isHub passes through, its id is its own.
+        impostor.send(json!({"type": "announce", "networkName": "n", "data": {"isHub": true}}));
+        assert_eq!(a.wait_for("the impostor", |m| m["type"] == "peer-discovered")["data"]["isHub"], true);
+        impostor.drain();
+        impostor
+            .send(json!({"type": "offer", "networkName": "n", "targetPeerId": b.id, "fromPeerId": a.id, "data": {}}));
+        assert_eq!(b.wait_for("offer", |m| m["type"] == "offer")["fromPeerId"], impostor.id);
+        assert_eq!(http_get(addr, "/hubs").json()["totalHubs"], 0);
+        // And a well-behaved pair, with the token where one is needed.
+        let mut c = join("check");
+        let mut d = join("check");
+        c.wait_for("d", |m| m["type"] == "peer-discovered" && m["data"]["peerId"] == d.id);
+        c.send(json!({"type": "offer", "networkName": "check", "targetPeerId": d.id, "data": {"sdp": "fine"}}));
+        assert_eq!(d.wait_for("offer", |m| m["type"] == "offer")["data"]["sdp"], "fine");
+    }
+}
+
+/// Hubs of one mesh link with `HUB_TOKEN`; a hub with the wrong one is told it is not taken as a
+/// link, and says so in its `/hubstats`.
+#[test]
+fn only_hubs_with_the_hub_token_link() {
+    let hub = |token: &str, bootstrap: Option<SocketAddr>| {
+        let token = token.to_string();
+        start_with(move |c| {
+            c.is_hub = true;
+            c.hub_token = Some(token);
+            c.bootstrap_hubs = bootstrap.map(|a| format!("ws://{a}")).into_iter().collect();
+        })
+    };
+    let a = hub("mesh secret", None);
+    let b = hub("mesh secret", Some(a.local_addr()));
+    wait_stat(a.local_addr(), "hubLinks", json!(1));
+    wait_stat(b.local_addr(), "hubLinks", json!(1));
+    let outsider = hub("a guess", Some(a.local_addr()));
+    let stats = wait_json(outsider.local_addr(), "/hubstats", "the refusal", |s| {
+        s["bootstrapHubs"][0]["lastError"].as_str().is_some_and(|e| e.contains("HUB_TOKEN"))
+    });
+    assert_eq!(stats["bootstrapHubs"][0]["lastError"].as_str().map(|e| e.contains("ordinary peer")), Some(true));
+    assert_eq!(http_get(a.local_addr(), "/stats").json()["hubLinks"], 1);
+    // The token also works as a path segment, the form a JavaScript hub's bootstrap URL can carry.
+    let id = new_peer_id();
+    let ws = common::open(a.local_addr(), &format!("/mesh/mesh%20secret?peerId={id}"), &[]).expect("upgrade");
+    let mut by_path = Client { id, ws };
+    by_path.next().expect("connected");
+    by_path.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
+    by_path.wait_for("hub-hello", |m| m["type"] == "hub-hello");
+    wait_stat(a.local_addr(), "hubLinks", json!(2));
+    pair_still_works(a.local_addr());
+}
+
+/// With no `HUB_TOKEN`, only this machine may link: a connection from the machine's own network
+/// address (not loopback) that announces as a hub stays an ordinary peer.
+#[test]
+fn without_a_hub_token_only_loopback_may_link() {
+    let Some(own_address) = common::non_loopback_address() else {
+        println!("no non-loopback address on this machine; the rule is covered by auth.rs's unit test");
+        return;
+    };
+    let server = start_with(|c| {
+        c.is_hub = true;
+        c.host = "0.0.0.0".into();
+    });
+    let addr = SocketAddr::new(own_address, server.local_addr().port());
+    let mut remote = Client::connect(addr);
+    remote.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
+    assert_eq!(error_code(&remote.drain()).as_deref(), Some("not-a-hub-link"));
+    let loopback = SocketAddr::new([127, 0, 0, 1].into(), server.local_addr().port());
+    let mut local = Client::connect(loopback);
+    local.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
+    local.wait_for("hub-hello", |m| m["type"] == "hub-hello");
+    assert_eq!(http_get(loopback, "/stats").json()["hubLinks"], 1);
+    pair_still_works(loopback);
+}

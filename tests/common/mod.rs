@@ -33,6 +33,16 @@ pub fn test_listener() -> std::net::TcpListener {
     }
 }
 
+/// An address of this machine that is not loopback (the source address of its default route), if
+/// it has one: a connection to it comes from outside the loopback range.
+pub fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // Connecting a UDP socket sends nothing; it only picks the route and so the source address.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 /// Starts a server on 127.0.0.1 and a free port, with `tweak` applied to the default config.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
     peerpigeon::log::set_level(peerpigeon::log::Level::Warn);
