@@ -27,8 +27,7 @@ pub fn is_authorized(head: &RequestHead, expected: &str) -> bool {
 }
 
 /// Whether a connection to a hub may become a hub link (docs/protocol.md §5, "Who is a hub"): it
-/// presented `hub_token`, or none is set and it comes from this machine. A hub credential also
-/// stands in for `AUTH_TOKEN`: it is the stronger secret, and a JavaScript hub cannot present both.
+/// presented `hub_token`, or none is set and it comes from this machine.
 pub fn holds_hub_credential(head: &RequestHead, hub_token: Option<&str>, from: Option<SocketAddr>) -> bool {
     match hub_token {
         Some(token) => presents_hub_token(head, token),

@@ -57,8 +57,11 @@ pub(crate) fn accept(
     };
     let hub_credential = state.config.is_hub
         && auth::holds_hub_credential(head, state.config.hub_token.as_deref(), stream.peer_addr().ok());
+    // A presented HUB_TOKEN stands in for AUTH_TOKEN (a JavaScript hub can carry only one secret);
+    // coming from loopback does not.
+    let hub_token_presented = hub_credential && state.config.hub_token.is_some();
     if let Some(token) = &state.config.auth_token
-        && !hub_credential
+        && !hub_token_presented
         && !auth::is_authorized(head, token)
     {
         crate::log_debug!("refused an upgrade without a valid token");
