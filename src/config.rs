@@ -60,6 +60,9 @@ pub struct Config {
     /// a thread until its head arrives or `handshake_timeout` passes; past the limit, new sockets are
     /// closed on accept.
     pub max_pending_handshakes: usize,
+    /// Most of those from one source address (`MAX_PENDING_HANDSHAKES_PER_IP`), so that one host
+    /// cannot take them all (see `handshakes.rs`).
+    pub max_pending_handshakes_per_ip: usize,
     /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
@@ -86,6 +89,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_ip: 32,
             max_threads: 0,
             max_peer_data_bytes: 16 * 1024,
             max_messages_per_sec: 200,
@@ -284,10 +288,19 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "MAX_PENDING_HANDSHAKES",
-        meaning: "most sockets still sending their HTTP request head at once; more are closed on accept",
+        meaning: "most sockets still sending their HTTP request head at once; past it a newcomer replaces the oldest of the address holding the most",
         shown_default: |c| c.max_pending_handshakes.to_string(),
         read: |c, v| {
             c.max_pending_handshakes = number(v, 1, 1_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_PENDING_HANDSHAKES_PER_IP",
+        meaning: "most of those from one address; more from it are closed on accept (behind a reverse proxy, set it to `MAX_PENDING_HANDSHAKES`)",
+        shown_default: |c| c.max_pending_handshakes_per_ip.to_string(),
+        read: |c, v| {
+            c.max_pending_handshakes_per_ip = number(v, 1, 1_000_000)? as usize;
             Ok(())
         },
     },

@@ -134,6 +134,7 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "maxThreads": state.thread_budget.limit(),
         "uptime": state.started.elapsed().as_millis() as u64,
         "rejectedMessages": state.rejected_messages(),
+        "pendingHandshakes": state.pending_handshakes.count(),
         "host": state.config.host,
         "port": state.local_addr.port(),
     })

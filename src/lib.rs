@@ -43,6 +43,7 @@ mod config;
 mod error;
 mod fd_limit;
 mod futex_hash;
+mod handshakes;
 mod http;
 mod http_desk;
 mod hub_link;

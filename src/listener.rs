@@ -16,15 +16,16 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::error::Error;
+use crate::handshakes::{Refusal, Ticket};
 use crate::request_head::{HeadError, RequestHead, read_head};
 use crate::server::{ServerState, spawn_named};
+use crate::throttled_log::ThrottledLog;
 use crate::upgrade::AdmittedPeer;
 use crate::{http, http_desk, peer, upgrade};
 
@@ -118,19 +119,36 @@ impl<T: Send + 'static> Handoff<T> {
     }
 }
 
-/// Starts the connection's own thread, unless too many handshakes are already in flight.
+/// Starts the connection's own thread, unless its place among the handshakes in flight is refused
+/// (`handshakes.rs` says how) or no thread can be had. Refusals are logged at most every 10 s.
 fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
-    // The bound on threads a flood of silent sockets can cost: past it, new sockets are closed.
-    let limit = state.config.max_pending_handshakes;
-    if state.pending_handshakes.fetch_add(1, Ordering::Relaxed) >= limit {
-        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
-        crate::log_warn!("{limit} sockets are still sending their request head; refusing a connection");
-        return;
-    }
+    static SOURCE_FULL: ThrottledLog = ThrottledLog::new();
+    static ALL_FULL: ThrottledLog = ThrottledLog::new();
+    static NO_THREADS: ThrottledLog = ThrottledLog::new();
+    let Ok(source) = stream.peer_addr().map(|addr| addr.ip()) else { return };
+    let ticket = match state.pending_handshakes.admit(source, &stream) {
+        Ok(ticket) => ticket,
+        Err(Refusal::SourceFull) => {
+            let limit = state.config.max_pending_handshakes_per_ip;
+            SOURCE_FULL.warn(|| {
+                format!(
+                    "refused a connection from {source}: it holds {limit} unfinished request heads \
+                     (MAX_PENDING_HANDSHAKES_PER_IP; behind a reverse proxy, raise it to MAX_PENDING_HANDSHAKES)"
+                )
+            });
+            return;
+        }
+        Err(Refusal::Full) => {
+            let limit = state.config.max_pending_handshakes;
+            ALL_FULL.warn(|| {
+                format!("refused a connection from {source}: {limit} request heads unfinished (MAX_PENDING_HANDSHAKES)")
+            });
+            return;
+        }
+    };
     // The bound the system puts on threads (see thread_budget.rs): past it, new sockets are closed.
     let Some(slot) = state.thread_budget.try_take() else {
-        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
-        crate::log_warn!("no room for another thread (vm.max_map_count); refusing a connection");
+        NO_THREADS.warn(|| "no room for another thread (vm.max_map_count); refusing connections".into());
         return;
     };
     let serial = state.next_serial();
@@ -139,31 +157,21 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         let _slot = slot;
         // The handshake's stack frames are gone before a peer is served: this thread may live for
         // hours as the peer's reader, and every stack page it ever touched stays resident.
-        if let Some(peer) = handle_connection(stream, &thread_state) {
+        if let Some(peer) = handle_connection(stream, ticket, &thread_state) {
             // A peer is one of thousands: back to the default slice before its writer inherits it.
             crate::time_slice::use_default_slice();
             peer::serve(peer, thread_state);
         }
     });
     if let Err(err) = spawned {
-        state.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
         crate::log_warn!("cannot start a connection thread: {err}");
-    }
-}
-
-/// Decrements the in-flight handshake count when the head has been dealt with, however that went.
-struct PendingHandshake<'a>(&'a ServerState);
-
-impl Drop for PendingHandshake<'_> {
-    fn drop(&mut self) {
-        self.0.pending_handshakes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Reads the request head and answers it: an HTTP reply, or the WebSocket handshake, which returns
 /// the admitted peer.
-fn handle_connection(mut stream: TcpStream, state: &Arc<ServerState>) -> Option<AdmittedPeer> {
-    let pending = PendingHandshake(state);
+/// `pending` is the connection's place among the handshakes in flight, freed once the head is read.
+fn handle_connection(mut stream: TcpStream, pending: Ticket, state: &Arc<ServerState>) -> Option<AdmittedPeer> {
     // Signals are small and latency-bound: never let Nagle hold one back.
     let _ = stream.set_nodelay(true);
     let (head, leftover) = match read_head(&mut stream, state.config.handshake_timeout) {

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::handshakes::PendingHandshakes;
 use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
 use crate::peer_id::PeerId;
@@ -38,7 +39,7 @@ pub(crate) struct ServerState {
     shutting_down: AtomicBool,
     next_serial: AtomicU64,
     /// Sockets accepted whose request head is still being read.
-    pub pending_handshakes: AtomicUsize,
+    pub pending_handshakes: Arc<PendingHandshakes>,
     /// Client messages answered with an `error` since start (reported by `/stats`).
     rejected_messages: AtomicU64,
     /// Messages handled since start; the sweeper reads it to tell a quiet server from a busy one.
@@ -88,6 +89,7 @@ impl Server {
         let hub_peer_id = config.is_hub.then(PeerId::random);
         let (config_is_hub, bootstrap) = (config.is_hub, config.bootstrap_hubs.clone());
         let config_max_threads = config.max_threads;
+        let config_max_pending = (config.max_pending_handshakes, config.max_pending_handshakes_per_ip);
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
             hub_id,
             namespace: config.hub_mesh_namespace.clone(),
@@ -105,7 +107,7 @@ impl Server {
             hub_peer_id,
             shutting_down: AtomicBool::new(false),
             next_serial: AtomicU64::new(1),
-            pending_handshakes: AtomicUsize::new(0),
+            pending_handshakes: PendingHandshakes::new(config_max_pending.0, config_max_pending.1),
             rejected_messages: AtomicU64::new(0),
             messages_handled: AtomicU64::new(0),
             bootstrap_links: BootstrapLinks::new(if config_is_hub { &bootstrap } else { &[] }),

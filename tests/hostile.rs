@@ -560,3 +560,57 @@ fn without_a_hub_token_only_loopback_may_link() {
     assert_eq!(http_get(loopback, "/stats").json()["hubLinks"], 1);
     pair_still_works(loopback);
 }
+
+/// Slowloris from several addresses at once: one address gets only its share of the handshake
+/// places, and when all are taken a newcomer from an address holding fewer displaces the oldest of
+/// the biggest holder. Meanwhile a well-behaved pair connects and `/health` answers every time.
+#[test]
+fn slow_heads_from_some_addresses_do_not_lock_out_the_others() {
+    let server = start_with(|c| {
+        c.max_pending_handshakes = 30;
+        c.max_pending_handshakes_per_ip = 10;
+    });
+    let addr = server.local_addr();
+    let source = |n: u8| std::net::Ipv4Addr::new(127, 0, 0, n);
+    let slow_head = |from: u8| {
+        let mut socket = common::connect_from(source(from), addr).unwrap();
+        let _ = socket.write_all(b"GET / HTTP/1.1\r\n");
+        socket
+    };
+    // One address dribbling 25 heads holds 10 places; the rest of its sockets are closed at once.
+    let mut held: Vec<TcpStream> = (0..25).map(|_| slow_head(2)).collect();
+    wait_json(addr, "/stats", "ten held handshakes", |s| s["pendingHandshakes"] == 10);
+    let mut closed = 0;
+    for socket in &mut held[10..] {
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        if matches!(socket.read(&mut [0u8; 64]), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 15, "the sockets over the per-address share are closed on accept");
+    held.truncate(10);
+    for _ in 0..10 {
+        assert_eq!(http_get(addr, "/health").status, 200);
+    }
+    pair_still_works(addr);
+    // Three more addresses want more places than there are...
+    for from in 3..=5 {
+        held.extend((0..10).map(|_| slow_head(from)));
+    }
+    // (A health check of our own may hold a place for a moment, so 29 is as full as 30.)
+    wait_json(addr, "/stats", "every place taken", |s| s["pendingHandshakes"].as_u64() >= Some(29));
+    // ...and still: a health check whose head is not complete on arrival (it takes the place of the
+    // oldest slow head of an address holding ten), a pair, and more health checks.
+    let mut late = TcpStream::connect(addr).unwrap();
+    late.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    late.write_all(b"Host: x\r\n\r\n").unwrap();
+    late.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reply = String::new();
+    let _ = late.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    pair_still_works(addr);
+    for _ in 0..10 {
+        assert_eq!(http_get(addr, "/health").status, 200);
+    }
+    assert!(http_get(addr, "/stats").json()["pendingHandshakes"].as_u64() <= Some(30));
+}

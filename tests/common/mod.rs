@@ -43,6 +43,15 @@ pub fn non_loopback_address() -> Option<std::net::IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (any of 127.0.0.0/8 works on
+/// Linux), so that one test can be several hosts.
+pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source.into(), 0).into())?;
+    socket.connect_timeout(&addr.into(), WAIT)?;
+    Ok(socket.into())
+}
+
 /// Starts a server on 127.0.0.1 and a free port, with `tweak` applied to the default config.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
     peerpigeon::log::set_level(peerpigeon::log::Level::Warn);
