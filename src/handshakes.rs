@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn when_full_a_newcomer_displaces_the_oldest_of_the_biggest_holder() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let table = PendingHandshakes::new(3, 3);
+        let table = PendingHandshakes::new(3, 4);
         let mut pairs: Vec<_> = (0..5).map(|_| socket_pair(&listener)).collect();
         let _held: Vec<Ticket> = (0..3).map(|i| table.admit(ip(2), &pairs[i].1).unwrap()).collect();
         // The biggest holder itself cannot displace its own.
