@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::log::Level;
+use crate::rate_limit::Limits;
 
 /// Everything a server needs to know before it starts. `Config::default()` matches the JavaScript
 /// reference server's defaults; `Config::from_env_vars` reads the variables listed in [`ENV_HELP`].
@@ -47,10 +48,19 @@ pub struct Config {
     /// Largest `data` a peer may announce, in bytes (`MAX_PEER_DATA_BYTES`). Each peer is in one
     /// network at a time, so this bounds what the server stores per peer.
     pub max_peer_data_bytes: usize,
-    /// Messages a peer may send per second, on average (`MAX_MESSAGES_PER_SEC`); hub links are exempt.
+    /// Messages (frames of any kind) a peer may send per second, on average (`MAX_MESSAGES_PER_SEC`).
     pub max_messages_per_sec: u32,
     /// Messages a peer may send at once before the rate applies (`MESSAGE_BURST`).
     pub message_burst: u32,
+    /// Bytes a peer may send per second, on average (`MAX_BYTES_PER_SEC`); one largest message
+    /// may always arrive at once.
+    pub max_bytes_per_sec: u64,
+    /// Messages a hub link may send per second (`HUB_LINK_MESSAGES_PER_SEC`; bursts of twice that).
+    pub link_messages_per_sec: u32,
+    /// Bytes a hub link may send per second (`HUB_LINK_BYTES_PER_SEC`; bursts of twice that).
+    pub link_bytes_per_sec: u64,
+    /// Bytes that may wait, unread, for all peers together (`MAX_TOTAL_QUEUED_BYTES`; see `outbox.rs`).
+    pub max_total_queued_bytes: usize,
     /// In hub mode, how often this hub tells the mesh it is alive (`HUB_HEARTBEAT_SECS`); the peers
     /// of a hub not heard from for three of these are dropped.
     pub hub_heartbeat: Duration,
@@ -94,9 +104,35 @@ impl Default for Config {
             max_peer_data_bytes: 16 * 1024,
             max_messages_per_sec: 200,
             message_burst: 400,
+            max_bytes_per_sec: 256 * 1024,
+            link_messages_per_sec: 20_000,
+            link_bytes_per_sec: 32 << 20,
+            max_total_queued_bytes: 256 << 20,
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             log_level: Level::Info,
+        }
+    }
+}
+
+impl Config {
+    /// The rate limits of a peer's connection (`rate_limit.rs`).
+    pub(crate) fn peer_limits(&self) -> Limits {
+        Limits {
+            messages_per_sec: self.max_messages_per_sec,
+            message_burst: self.message_burst,
+            bytes_per_sec: self.max_bytes_per_sec,
+            byte_burst: (self.max_message_size as u64 + 64 * 1024).max(2 * self.max_bytes_per_sec),
+        }
+    }
+
+    /// The rate limits of a hub link: larger, since it carries many peers' traffic, but finite.
+    pub(crate) fn link_limits(&self) -> Limits {
+        Limits {
+            messages_per_sec: self.link_messages_per_sec,
+            message_burst: self.link_messages_per_sec.saturating_mul(2),
+            bytes_per_sec: self.link_bytes_per_sec,
+            byte_burst: (self.max_message_size as u64 + 64 * 1024).max(2 * self.link_bytes_per_sec),
         }
     }
 }
@@ -260,6 +296,15 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "MAX_TOTAL_QUEUED_BYTES",
+        meaning: "bytes that may wait for all peers together; past half of it a peer may leave only 1 MiB unread, at it the peer a message is for is cut off",
+        shown_default: |c| c.max_total_queued_bytes.to_string(),
+        read: |c, v| {
+            c.max_total_queued_bytes = number(v, 1 << 20, 1 << 40)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
         name: "MAX_PEER_DATA_BYTES",
         meaning: "largest `data` a peer may announce (stored, and copied into every discovery of it)",
         shown_default: |c| c.max_peer_data_bytes.to_string(),
@@ -270,7 +315,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "MAX_MESSAGES_PER_SEC",
-        meaning: "messages a peer may send per second; over it: dropped with an `error`, then a 1008 close if it goes on",
+        meaning: "messages (any frame) a peer may send per second; over it: dropped with an `error`, and a 1008 close if it goes on for 3 s",
         shown_default: |c| c.max_messages_per_sec.to_string(),
         read: |c, v| {
             c.max_messages_per_sec = number(v, 1, 1_000_000)? as u32;
@@ -283,6 +328,33 @@ pub const SETTINGS: &[Setting] = &[
         shown_default: |c| c.message_burst.to_string(),
         read: |c, v| {
             c.message_burst = number(v, 1, 1_000_000)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "MAX_BYTES_PER_SEC",
+        meaning: "bytes a peer may send per second (one largest message may come at once); over it its reads are paused, then a 1008 close if it goes on",
+        shown_default: |c| c.max_bytes_per_sec.to_string(),
+        read: |c, v| {
+            c.max_bytes_per_sec = number(v, 1024, 1 << 40)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_LINK_MESSAGES_PER_SEC",
+        meaning: "hub mode: messages a hub link may send per second (bursts of twice that)",
+        shown_default: |c| c.link_messages_per_sec.to_string(),
+        read: |c, v| {
+            c.link_messages_per_sec = number(v, 1, 10_000_000)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_LINK_BYTES_PER_SEC",
+        meaning: "hub mode: bytes a hub link may send per second (bursts of twice that)",
+        shown_default: |c| c.link_bytes_per_sec.to_string(),
+        read: |c, v| {
+            c.link_bytes_per_sec = number(v, 1024, 1 << 40)?;
             Ok(())
         },
     },

@@ -135,6 +135,7 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "uptime": state.started.elapsed().as_millis() as u64,
         "rejectedMessages": state.rejected_messages(),
         "pendingHandshakes": state.pending_handshakes.count(),
+        "queuedBytes": state.queue_budget.total(),
         "host": state.config.host,
         "port": state.local_addr.port(),
     })

@@ -211,7 +211,7 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
     };
-    let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.config.max_queued_bytes);
+    let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone());
     let writer_shared = shared.clone();
     let writer = thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(LINK_STACK).spawn(move || {
         crate::server::contain_panic("hub link writer", || peer::run_writer(outbox, writer_shared.clone()));
@@ -223,20 +223,19 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     }
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
-    let reason =
-        peer::read_frames(&handle, &shared, leftover, Role::Client, state.config.max_message_size, |message| {
-            if let Incoming::Text(text) = message {
-                match state.registry.handle_link_message(serial, text) {
-                    LinkEvent::Nothing => {}
-                    LinkEvent::LeadsToSelf => is_self = true,
-                    LinkEvent::NotAccepted(why) => {
-                        crate::log_warn!("hub {uri} does not take this hub's link: {why}");
-                        state.bootstrap_links.update(index, |s| s.last_error = Some(why));
-                    }
+    let reason = peer::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {
+        if let Incoming::Text(text) = message {
+            match state.registry.handle_link_message(serial, text) {
+                LinkEvent::Nothing => {}
+                LinkEvent::LeadsToSelf => is_self = true,
+                LinkEvent::NotAccepted(why) => {
+                    crate::log_warn!("hub {uri} does not take this hub's link: {why}");
+                    state.bootstrap_links.update(index, |s| s.last_error = Some(why));
                 }
             }
-            std::ops::ControlFlow::Continue(true)
-        });
+        }
+        std::ops::ControlFlow::Continue(())
+    });
     state.registry.link_down(serial);
     drop(handle);
     peer::linger(&shared);

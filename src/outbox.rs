@@ -5,10 +5,14 @@
 //! through its [`PeerHandle`] (the one exception, signals, is below). Pushing never blocks, so a
 //! slow peer cannot stall the peers that send to it.
 //!
-//! **The bound:** the queue is a crossbeam channel that allocates as it grows, so its limit is kept
-//! here, in queued bytes (`Config::max_queued_bytes`). A text message that would take a peer past it
+//! **The bounds:** the queue is a crossbeam channel that allocates as it grows, so its limits are
+//! kept here, in queued bytes, per peer (`MAX_QUEUED_BYTES`) and for all peers together
+//! (`MAX_TOTAL_QUEUED_BYTES`, the [`QueueBudget`]). A message that would take a peer past its bound
 //! is not queued; the peer is declared too slow and its socket is shut down at once (no close frame
 //! can reach a peer that has stopped reading). Its reader then ends and the peer leaves as usual.
+//! While all peers together hold more than half the total, a peer's own bound shrinks to
+//! [`UNDER_PRESSURE`], so the peers that do not read are the ones cut off; a message that would take
+//! the total past its bound cuts off the peer it is for.
 //!
 //! **Signals skip the queue when they can.** A signal for a peer whose queue is empty and whose
 //! writer is not writing is written straight to its socket by the sending peer's reader
@@ -32,6 +36,7 @@ use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::clock::unix_millis;
 use crate::peer_id::PeerId;
+use crate::throttled_log::ThrottledLog;
 
 /// What a peer's writer can be asked to put on the wire.
 #[derive(Debug)]
@@ -47,6 +52,27 @@ pub enum Outbound {
     /// The rest of a frame a sender began writing directly (this many bytes, in the [`Wire`]'s
     /// carry): wakes the writer to send it.
     Carried(usize),
+}
+
+/// How much one peer may leave unread while all peers together hold more than half the total.
+pub const UNDER_PRESSURE: usize = 1 << 20;
+
+/// The bytes queued for all peers together, and their bound (see the module docs).
+pub struct QueueBudget {
+    per_peer: usize,
+    total_limit: usize,
+    total: AtomicUsize,
+}
+
+impl QueueBudget {
+    pub fn new(per_peer: usize, total_limit: usize) -> Arc<QueueBudget> {
+        Arc::new(QueueBudget { per_peer, total_limit, total: AtomicUsize::new(0) })
+    }
+
+    /// Bytes queued for all peers now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
 }
 
 /// Per-item bookkeeping cost counted against the queue bound on top of the payload itself.
@@ -90,7 +116,8 @@ pub struct PeerShared {
     pub(crate) wire: Mutex<Wire>,
     /// Bytes queued and not yet written, counted per item as [`Outbound::cost`] says.
     queued_bytes: AtomicUsize,
-    max_queued_bytes: usize,
+    /// The bounds, and the count of all peers' queued bytes this peer's add to.
+    budget: Arc<QueueBudget>,
     last_activity_ms: AtomicU64,
     closing: AtomicBool,
 }
@@ -101,6 +128,7 @@ impl PeerShared {
     /// ahead of them.
     pub fn written(&self, cost: usize) {
         self.queued_bytes.fetch_sub(cost, Ordering::Release);
+        self.budget.total.fetch_sub(cost, Ordering::Relaxed);
     }
 
     /// Shuts the socket down both ways, which ends the reader and the writer.
@@ -108,6 +136,14 @@ impl PeerShared {
         self.closing.store(true, Ordering::Relaxed);
         // Fails only if the socket is already closed, which is what we want anyway.
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for PeerShared {
+    /// Whatever was still counted as queued when the connection is gone (items the writer never
+    /// reached) no longer counts against the total.
+    fn drop(&mut self) {
+        self.budget.total.fetch_sub(*self.queued_bytes.get_mut(), Ordering::Relaxed);
     }
 }
 
@@ -133,12 +169,12 @@ pub struct PeerHandle {
 /// Creates the handle of a new connection, plus what its writer needs: the receiving end of the
 /// queue and the shared state. `role` is this end's: `Server` for peers, `Client` for the links
 /// this hub opens.
-pub fn new_peer(
+pub(crate) fn new_peer(
     peer_id: PeerId,
     serial: u64,
     socket: TcpStream,
     role: Role,
-    max_queued_bytes: usize,
+    budget: Arc<QueueBudget>,
 ) -> (Arc<PeerHandle>, Receiver<Outbound>, Arc<PeerShared>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let now = unix_millis();
@@ -148,7 +184,7 @@ pub fn new_peer(
         role,
         wire: Mutex::new(Wire::default()),
         queued_bytes: AtomicUsize::new(0),
-        max_queued_bytes,
+        budget,
         last_activity_ms: AtomicU64::new(now),
         closing: AtomicBool::new(false),
     });
@@ -215,11 +251,22 @@ impl PeerHandle {
 
     fn enqueue(&self, item: Outbound) -> bool {
         let cost = item.cost();
+        let budget = &self.shared.budget;
         let queued = self.shared.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
-        if queued > self.shared.max_queued_bytes {
+        let total = budget.total.fetch_add(cost, Ordering::Relaxed) + cost;
+        let own_limit =
+            if total > budget.total_limit / 2 { budget.per_peer.min(UNDER_PRESSURE) } else { budget.per_peer };
+        if queued > own_limit || total > budget.total_limit {
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            budget.total.fetch_sub(cost, Ordering::Relaxed);
             if !self.is_closing() {
-                crate::log_warn!("peer {} is not reading ({queued} bytes queued); closing it", self.peer_id.short());
+                static CUT_OFF: ThrottledLog = ThrottledLog::new();
+                CUT_OFF.warn(|| {
+                    format!(
+                        "peer {} is not reading ({queued} bytes queued for it, {total} for all peers); closing it",
+                        self.peer_id.short()
+                    )
+                });
             }
             self.kill();
             return false;
@@ -227,6 +274,7 @@ impl PeerHandle {
         if self.tx.send(item).is_err() {
             // The writer has stopped; undo the accounting so the numbers stay true.
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            budget.total.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         true

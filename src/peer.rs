@@ -32,7 +32,7 @@ use tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::outbox::{Outbound, PeerHandle, PeerShared};
 use crate::protocol::{self, error_code};
-use crate::rate_limit::{TokenBucket, Verdict};
+use crate::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::router;
 use crate::server::{ServerState, contain_panic};
 use crate::thread_name::rename_current_thread;
@@ -75,12 +75,28 @@ pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
     contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
 }
 
-/// The reader's view of the socket: reads go to the socket, writes are dropped (see module docs).
-struct ReadOnly<'a>(&'a TcpStream);
+/// The reader's view of the socket: reads go to the socket, paced by the byte rate; writes are
+/// dropped (see module docs).
+struct ReadOnly<'a> {
+    socket: &'a TcpStream,
+    limiter: RateLimiter,
+    /// Set when the byte rate was exceeded for too long: the read then fails, and the reader closes.
+    over_limit: bool,
+}
 
 impl Read for ReadOnly<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&mut &*self.0).read(buf)
+        let count = (&mut &*self.socket).read(buf)?;
+        match self.limiter.bytes(count, Instant::now()) {
+            Pace::Go => {}
+            // Over the byte rate: wait before reading more (see rate_limit.rs).
+            Pace::Pause(wait) => thread::sleep(wait),
+            Pace::Close => {
+                self.over_limit = true;
+                return Err(io::Error::other("over the byte rate for too long"));
+            }
+        }
+        Ok(count)
     }
 }
 
@@ -110,13 +126,64 @@ impl Drop for Departure<'_> {
 
 fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8>, state: Arc<ServerState>) {
     let mut departure = Departure { state: &state, handle: &handle, reason: "disconnected" };
+    departure.reason = read_frames(&handle, &shared, leftover, Role::Server, &state, |message| {
+        match message {
+            Incoming::Text(text) => router::handle_text(&state, &handle, text),
+            Incoming::Binary => {
+                state.note_rejected();
+                let text = "Binary frames are not supported: send JSON text messages";
+                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    // Tell the network now, not after the linger below.
+    drop(departure);
+    linger(&shared);
+}
+
+/// Reads frames until the connection ends, handing each message within the connection's rate
+/// limits (`rate_limit.rs`: a peer's, or a hub link's once it is one) to `on_message`, which may
+/// end the connection with `Break(reason)`. Answers pings and closes through the writer. Returns
+/// why the connection ended. Used for peers (server role) and for the links this hub opens to
+/// other hubs (client role).
+pub(crate) fn read_frames(
+    handle: &PeerHandle,
+    shared: &PeerShared,
+    leftover: Vec<u8>,
+    role: Role,
+    state: &ServerState,
+    mut on_message: impl FnMut(Incoming<'_>) -> ControlFlow<&'static str>,
+) -> &'static str {
     let config = &state.config;
-    let mut bucket = TokenBucket::new(config.max_messages_per_sec, config.message_burst, Instant::now());
-    departure.reason = read_frames(&handle, &shared, leftover, Role::Server, config.max_message_size, |message| {
-        // Hub links carry many peers' traffic: the per-peer rate does not apply to them.
-        if !handle.is_link() {
-            match bucket.check(Instant::now()) {
-                Verdict::Allow => {}
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let limits = |is_link: bool| if is_link { config.link_limits() } else { config.peer_limits() };
+    let mut limited_as_link = handle.is_link();
+    let reader = ReadOnly {
+        socket: &shared.socket,
+        limiter: RateLimiter::new(limits(limited_as_link), Instant::now()),
+        over_limit: false,
+    };
+    let mut socket = WebSocket::from_partially_read(reader, leftover, role, Some(ws_config));
+    loop {
+        let message = socket.read();
+        if message.is_ok() {
+            handle.touch();
+        }
+        // A peer that just became a hub link gets the link's larger limits from here on.
+        if handle.is_link() != limited_as_link {
+            limited_as_link = handle.is_link();
+            socket.get_mut().limiter = RateLimiter::new(limits(limited_as_link), Instant::now());
+        }
+        let message = match message {
+            // A close is always handled: it ends the connection anyway.
+            Ok(Message::Close(frame)) => Message::Close(frame),
+            // Every other frame counts against the message rate, control frames too.
+            Ok(message) => match socket.get_mut().limiter.message(Instant::now()) {
+                Verdict::Allow => message,
                 Verdict::Drop { first } => {
                     state.note_rejected();
                     if first {
@@ -126,97 +193,67 @@ fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8
                         );
                         handle.send_text(protocol::error(error_code::RATE_LIMITED, &text));
                     }
-                    return ControlFlow::Continue(false);
+                    continue;
                 }
                 Verdict::Close => {
                     handle.close(1008, "Rate limit exceeded");
-                    return ControlFlow::Break("rate limit exceeded");
+                    return "rate limit exceeded";
                 }
+            },
+            Err(_) if socket.get_ref().over_limit => {
+                handle.close(1008, "Rate limit exceeded");
+                return "rate limit exceeded";
             }
-        }
+            Err(err) => return ended_by(handle, err),
+        };
         match message {
-            Incoming::Text(text) => router::handle_text(&state, &handle, text),
-            Incoming::Binary => {
-                state.note_rejected();
-                let text = "Binary frames are not supported: send JSON text messages";
-                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
-            }
-            Incoming::Ping => {}
-        }
-        ControlFlow::Continue(true)
-    });
-    // Tell the network now, not after the linger below.
-    drop(departure);
-    linger(&shared);
-}
-
-/// Reads frames until the connection ends, handing each message to `on_message`; answers closes,
-/// and the pings `on_message` accepts (`Continue(true)`), through the writer. `on_message` ends the
-/// connection with `Break(reason)`. Returns why the connection ended. Used for peers (server role)
-/// and for the links this hub opens to other hubs (client role).
-pub(crate) fn read_frames(
-    handle: &PeerHandle,
-    shared: &PeerShared,
-    leftover: Vec<u8>,
-    role: Role,
-    max_message_size: usize,
-    mut on_message: impl FnMut(Incoming<'_>) -> ControlFlow<&'static str, bool>,
-) -> &'static str {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
-    let mut socket = WebSocket::from_partially_read(ReadOnly(&shared.socket), leftover, role, Some(config));
-    loop {
-        let message = socket.read();
-        if message.is_ok() {
-            handle.touch();
-        }
-        match message {
-            Ok(Message::Text(text)) => {
+            Message::Text(text) => {
                 if let ControlFlow::Break(reason) = on_message(Incoming::Text(text.as_str())) {
                     return reason;
                 }
             }
-            Ok(Message::Binary(_)) => {
+            Message::Binary(_) => {
                 if let ControlFlow::Break(reason) = on_message(Incoming::Binary) {
                     return reason;
                 }
             }
-            Ok(Message::Ping(payload)) => match on_message(Incoming::Ping) {
-                ControlFlow::Break(reason) => return reason,
-                ControlFlow::Continue(true) => handle.send_control(Outbound::Pong(payload)),
-                ControlFlow::Continue(false) => {}
-            },
-            Ok(Message::Pong(_) | Message::Frame(_)) => {}
-            Ok(Message::Close(frame)) => {
+            Message::Ping(payload) => handle.send_control(Outbound::Pong(payload)),
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(frame) => {
                 // Echo the peer's code, as RFC 6455 asks.
                 let code = frame.map_or(1000, |f| u16::from(f.code));
                 handle.send_control(Outbound::Close(echo_code(code), ""));
                 return "closed";
             }
-            Err(WsError::Capacity(_)) => {
-                handle.close(1009, "Message too big");
-                return "message too big";
-            }
-            Err(WsError::Utf8(_)) => {
-                handle.close(1007, "Invalid UTF-8 in text frame");
-                return "invalid UTF-8";
-            }
-            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                // The TCP connection ended without a close frame: the other side just went away.
-                handle.kill();
-                return "disconnected";
-            }
-            Err(WsError::Protocol(_)) => {
-                handle.close(1002, "WebSocket protocol error");
-                return "protocol error";
-            }
-            Err(_) => {
-                // The socket closed or failed; there is nobody to send a close frame to.
-                handle.kill();
-                return "disconnected";
-            }
+        }
+    }
+}
+
+/// Ends a connection whose frames could not be read, with the close code the error calls for;
+/// returns the reason.
+fn ended_by(handle: &PeerHandle, err: WsError) -> &'static str {
+    match err {
+        WsError::Capacity(_) => {
+            handle.close(1009, "Message too big");
+            "message too big"
+        }
+        WsError::Utf8(_) => {
+            handle.close(1007, "Invalid UTF-8 in text frame");
+            "invalid UTF-8"
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            // The TCP connection ended without a close frame: the other side just went away.
+            handle.kill();
+            "disconnected"
+        }
+        WsError::Protocol(_) => {
+            handle.close(1002, "WebSocket protocol error");
+            "protocol error"
+        }
+        _ => {
+            // The socket closed or failed; there is nobody to send a close frame to.
+            handle.kill();
+            "disconnected"
         }
     }
 }
@@ -226,8 +263,6 @@ pub(crate) enum Incoming<'a> {
     Text(&'a str),
     /// A binary message: the protocol has none, so its content is not kept.
     Binary,
-    /// A WebSocket ping (answered by the reader if the handler lets it through).
-    Ping,
 }
 
 /// Lets the other side read our close frame: consumes what it still sends until it closes its
@@ -355,7 +390,8 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&"ab".repeat(20)).unwrap();
-        let (handle, outbox, shared) = new_peer(id, 1, server, Role::Server, 1 << 30);
+        let (handle, outbox, shared) =
+            new_peer(id, 1, server, Role::Server, crate::outbox::QueueBudget::new(1 << 30, 1 << 31));
         let signal = |n: usize| format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7));
         // Nobody reads yet: signals are written directly until the socket's buffers are full and
         // one frame is taken only in part (its rest is queued as carried), then they queue.

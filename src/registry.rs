@@ -411,7 +411,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::mesh::MeshConfig;
-    use crate::outbox::{Outbound, new_peer};
+    use crate::outbox::{Outbound, QueueBudget, new_peer};
     use crossbeam_channel::Receiver;
     use std::net::{TcpListener, TcpStream};
 
@@ -427,8 +427,13 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
-        let (handle, rx, _) =
-            new_peer(id, serial, server.try_clone().unwrap(), tungstenite::protocol::Role::Server, 1 << 20);
+        let (handle, rx, _) = new_peer(
+            id,
+            serial,
+            server.try_clone().unwrap(),
+            tungstenite::protocol::Role::Server,
+            QueueBudget::new(1 << 20, 1 << 30),
+        );
         TestPeer { handle, rx, _sockets: (client, server) }
     }
 

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::handshakes::PendingHandshakes;
 use crate::hub_link::{self, BootstrapLinks};
 use crate::mesh::MeshConfig;
+use crate::outbox::QueueBudget;
 use crate::peer_id::PeerId;
 use crate::registry::Registry;
 use crate::thread_budget::{self, ThreadBudget};
@@ -38,6 +39,8 @@ pub(crate) struct ServerState {
     pub hub_peer_id: Option<PeerId>,
     shutting_down: AtomicBool,
     next_serial: AtomicU64,
+    /// The bytes queued for all peers, and their bounds (`outbox.rs`).
+    pub queue_budget: Arc<QueueBudget>,
     /// Sockets accepted whose request head is still being read.
     pub pending_handshakes: Arc<PendingHandshakes>,
     /// Client messages answered with an `error` since start (reported by `/stats`).
@@ -89,6 +92,7 @@ impl Server {
         let hub_peer_id = config.is_hub.then(PeerId::random);
         let (config_is_hub, bootstrap) = (config.is_hub, config.bootstrap_hubs.clone());
         let config_max_threads = config.max_threads;
+        let config_queue_bounds = (config.max_queued_bytes, config.max_total_queued_bytes);
         let config_max_pending = (config.max_pending_handshakes, config.max_pending_handshakes_per_ip);
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
             hub_id,
@@ -107,6 +111,7 @@ impl Server {
             hub_peer_id,
             shutting_down: AtomicBool::new(false),
             next_serial: AtomicU64::new(1),
+            queue_budget: QueueBudget::new(config_queue_bounds.0, config_queue_bounds.1),
             pending_handshakes: PendingHandshakes::new(config_max_pending.0, config_max_pending.1),
             rejected_messages: AtomicU64::new(0),
             messages_handled: AtomicU64::new(0),

@@ -89,7 +89,7 @@ pub(crate) fn accept(
             return None;
         }
     };
-    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, Role::Server, state.config.max_queued_bytes);
+    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, Role::Server, state.queue_budget.clone());
     if hub_credential {
         handle.grant_hub_credential();
     }

@@ -198,6 +198,7 @@ fn a_peer_that_never_reads_is_cut_off_without_slowing_its_senders() {
     let server = start_with(|c| {
         c.max_queued_bytes = 256 * 1024;
         c.max_messages_per_sec = 1_000_000;
+        c.max_bytes_per_sec = 1 << 40;
         c.message_burst = 1_000_000;
     });
     let addr = server.local_addr();
@@ -310,39 +311,118 @@ fn hub_only_messages_from_a_plain_peer_change_nothing() {
     pair_still_works(addr);
 }
 
+/// Floods at five times the message rate, of text, pings and pongs: each run of dropped messages
+/// gets one error, and a flood that goes on for the grace period (3 s) is closed with 1008.
 #[test]
-fn a_message_flood_is_rate_limited_then_closed() {
+fn message_floods_of_any_frame_are_dropped_then_closed() {
     let server = start_with(|c| {
-        c.max_messages_per_sec = 20;
-        c.message_burst = 10;
+        c.max_messages_per_sec = 100;
+        c.message_burst = 50;
     });
     let addr = server.local_addr();
-    let mut flooder = Client::join(addr, "n");
-    let mut errors = 0;
-    let mut closed = None;
-    for _ in 0..200 {
-        if flooder.ws.send(Message::text(json!({"type": "ping"}).to_string())).is_err() {
-            break;
+    type Flood = (&'static str, fn() -> Message);
+    let floods: [Flood; 3] = [
+        ("text", || Message::text(json!({"type": "cleanup"}).to_string())),
+        ("ping", || Message::Ping(Vec::new().into())),
+        ("pong", || Message::Pong(Vec::new().into())),
+    ];
+    for (kind, frame) in floods {
+        let mut flooder = Client::join(addr, "n");
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = flooder.ws.get_mut() {
+            stream.set_nonblocking(true).unwrap();
         }
-    }
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline && closed.is_none() {
-        match flooder.ws.read() {
-            Ok(Message::Text(text)) if text.as_str().contains("rate-limited") => errors += 1,
-            Ok(Message::Close(frame)) => closed = frame.map(|f| u16::from(f.code)),
-            Ok(_) => {}
-            Err(_) => break,
+        let started = Instant::now();
+        let (mut errors, mut closed) = (0, None);
+        // 500 frames a second, reading what comes back, until closed or 8 s.
+        'flood: while started.elapsed() < Duration::from_secs(8) {
+            for _ in 0..5 {
+                if flooder.ws.send(frame()).is_err() {
+                    break 'flood;
+                }
+            }
+            let pause = Instant::now() + Duration::from_millis(10);
+            while Instant::now() < pause {
+                match flooder.ws.read() {
+                    Ok(Message::Text(text)) if text.as_str().contains("rate-limited") => errors += 1,
+                    Ok(Message::Close(frame)) => {
+                        closed = frame.map(|f| u16::from(f.code));
+                        break 'flood;
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::yield_now()
+                    }
+                    Err(_) => break 'flood,
+                }
+            }
         }
+        let took = started.elapsed();
+        assert_eq!(closed, Some(1008), "{kind} flood");
+        assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(6), "{kind} flood closed after {took:?}");
+        if kind == "text" {
+            assert_eq!(errors, 1, "one error per run of dropped messages");
+        }
+        pair_still_works(addr);
     }
-    assert_eq!(errors, 1, "one error per run of dropped messages");
-    assert_eq!(closed, Some(1008));
-    pair_still_works(addr);
+}
+
+/// Bytes count whatever frame they come in: a flood of big messages under the message rate, and a
+/// flood of empty continuation frames that never completes a message, are both paused for and then
+/// closed with 1008.
+#[test]
+fn byte_floods_are_paused_then_closed() {
+    let server = start_with(|c| {
+        c.max_bytes_per_sec = 64 * 1024;
+        c.max_message_size = 64 * 1024;
+        c.max_messages_per_sec = 1_000_000;
+        c.message_burst = 1_000_000;
+    });
+    let addr = server.local_addr();
+    let big = json!({"type": "cleanup", "data": "x".repeat(32 * 1024)}).to_string();
+    let floods: [(&str, Vec<u8>); 2] = [
+        ("32 KiB messages", client_frame(0x1, true, big.as_bytes())),
+        ("empty continuations", client_frame(0x0, false, b"")),
+    ];
+    for (kind, frame) in floods {
+        let mut socket = raw_upgrade(addr, &new_peer_id());
+        if kind == "empty continuations" {
+            // A text message begun and never finished.
+            socket.write_all(&client_frame(0x1, false, b"{")).unwrap();
+        }
+        socket.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+        let started = Instant::now();
+        // Bytes the server took in the first two seconds (after its close it reads and discards
+        // whatever still comes, for a moment, so later bytes say nothing about pacing).
+        let mut sent: usize = 0;
+        // Write as fast as the server reads, until it closes (writes then fail) or 10 s pass.
+        while started.elapsed() < Duration::from_secs(10) {
+            match socket.write(&frame) {
+                Ok(n) if started.elapsed() < Duration::from_secs(2) => sent += n,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reply = Vec::new();
+        let _ = socket.read_to_end(&mut reply);
+        let took = started.elapsed();
+        // The close frame: 0x88, length, then the code 1008 (0x03F0).
+        let close_at = reply.windows(4).position(|w| w[0] == 0x88 && w[2..4] == [0x03, 0xF0]);
+        assert!(close_at.is_some(), "{kind}: no 1008 close in {} bytes back", reply.len());
+        assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "{kind}: closed after {took:?}");
+        // Paced: the burst, two seconds' worth and what socket buffers hold; unpaced, loopback
+        // takes gigabytes in two seconds.
+        assert!(sent < 32 << 20, "{kind}: {sent} bytes taken in 2 s");
+        pair_still_works(addr);
+    }
 }
 
 #[test]
 fn shutdown_under_load_delivers_everything_acknowledged_before_closing() {
     let server = start_with(|c| {
         c.max_messages_per_sec = 1_000_000;
+        c.max_bytes_per_sec = 1 << 40;
         c.message_burst = 1_000_000;
     });
     let addr = server.local_addr();
@@ -381,6 +461,7 @@ fn a_hub_link_dropping_mid_relay_neither_crashes_nor_duplicates() {
             c.bootstrap_hubs = bootstrap.map(|a| format!("ws://{a}")).into_iter().collect();
             c.hub_heartbeat = Duration::from_millis(200);
             c.max_messages_per_sec = 1_000_000;
+            c.max_bytes_per_sec = 1 << 40;
             c.message_burst = 1_000_000;
         })
     };
@@ -613,4 +694,57 @@ fn slow_heads_from_some_addresses_do_not_lock_out_the_others() {
         assert_eq!(http_get(addr, "/health").status, 200);
     }
     assert!(http_get(addr, "/stats").json()["pendingHandshakes"].as_u64() <= Some(30));
+}
+
+/// Peers that never read, several of them: together they may hold at most `MAX_TOTAL_QUEUED_BYTES`;
+/// past half of it each may hold only 1 MiB, so the non-readers are cut off and the total stays
+/// within its bound while their sender goes on unharmed.
+#[test]
+fn all_queues_together_are_bounded_too() {
+    const TOTAL: u64 = 8 << 20;
+    let server = start_with(|c| {
+        c.max_queued_bytes = 4 << 20;
+        c.max_total_queued_bytes = TOTAL as usize;
+        c.max_messages_per_sec = 1_000_000;
+        c.message_burst = 1_000_000;
+        c.max_bytes_per_sec = 1 << 40;
+    });
+    let addr = server.local_addr();
+    let deaf_ids: Vec<String> = (0..8).map(|_| new_peer_id()).collect();
+    let deaf: Vec<TcpStream> = deaf_ids
+        .iter()
+        .map(|id| {
+            let socket = raw_upgrade(addr, id);
+            let announce = json!({"type": "announce", "networkName": "n"}).to_string();
+            (&socket).write_all(&client_frame(0x1, true, announce.as_bytes())).unwrap();
+            socket
+        })
+        .collect();
+    let mut sender = Client::connect(addr);
+    let deadline = Instant::now() + WAIT;
+    while common::discovered_ids(&sender.announce("n")).len() < deaf_ids.len() {
+        assert!(Instant::now() < deadline, "the deaf peers never all joined");
+    }
+    let blob = "x".repeat(32 * 1024);
+    let mut most_queued = 0;
+    for round in 0..400 {
+        for id in &deaf_ids {
+            sender.send(json!({"type": "offer", "networkName": "n", "targetPeerId": id, "data": {"sdp": blob}}));
+        }
+        if round % 10 == 0 {
+            let stats = http_get(addr, "/stats").json();
+            most_queued = most_queued.max(stats["queuedBytes"].as_u64().unwrap());
+            if stats["connections"] == 1 {
+                break;
+            }
+        }
+    }
+    wait_stat(addr, "connections", json!(1));
+    assert!(most_queued <= TOTAL, "{most_queued} bytes queued in all, over the bound {TOTAL}");
+    assert!(most_queued > 0, "nothing was ever queued: the test did not test");
+    // The sender was never cut off, and everything drains back to nothing.
+    sender.drain();
+    wait_stat(addr, "queuedBytes", json!(0));
+    drop(deaf);
+    pair_still_works(addr);
 }

@@ -229,6 +229,7 @@ fn signals_to_a_peer_that_reads_late_arrive_whole_and_in_order() {
     // done: the socket fills, some signals go straight to it and the rest wait in its queue.
     let server = common::start_with(|c| {
         c.max_messages_per_sec = 1_000_000;
+        c.max_bytes_per_sec = 1 << 40;
         c.message_burst = 1_000_000;
         c.max_queued_bytes = 64 << 20;
     });
