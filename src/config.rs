@@ -66,6 +66,8 @@ pub struct Config {
     pub hub_heartbeat: Duration,
     /// Most hub-to-hub links a relayed message may cross (`HUB_MAX_HOPS`).
     pub hub_max_hops: u32,
+    /// Most peers of other hubs known at once (`HUB_MAX_REMOTE_PEERS`); one link may introduce half.
+    pub hub_max_remote_peers: usize,
     /// Most sockets still sending their request head at once (`MAX_PENDING_HANDSHAKES`). Each costs
     /// a thread until its head arrives or `handshake_timeout` passes; past the limit, new sockets are
     /// closed on accept.
@@ -110,6 +112,7 @@ impl Default for Config {
             max_total_queued_bytes: 256 << 20,
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
+            hub_max_remote_peers: 100_000,
             log_level: Level::Info,
         }
     }
@@ -400,6 +403,15 @@ pub const SETTINGS: &[Setting] = &[
         shown_default: |c| c.hub_max_hops.to_string(),
         read: |c, v| {
             c.hub_max_hops = number(v, 1, 255)? as u32;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "HUB_MAX_REMOTE_PEERS",
+        meaning: "hub mode: most peers of other hubs known at once; one link may introduce half of them, more are ignored",
+        shown_default: |c| c.hub_max_remote_peers.to_string(),
+        read: |c, v| {
+            c.hub_max_remote_peers = number(v, 2, 100_000_000)? as usize;
             Ok(())
         },
     },

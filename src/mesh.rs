@@ -44,14 +44,19 @@ use crate::outbox::PeerHandle;
 use crate::peer_id::PeerId;
 use crate::protocol::{self, LinkMessage, PeerFields, Relay, SignalKind};
 use crate::registry::{Registry, State};
+use crate::throttled_log::ThrottledLog;
 
-/// How long a relay id is remembered (at least; ids live for one to two of these).
-const SEEN_TTL: Duration = Duration::from_secs(30);
+/// How long a relay id is remembered (at least; ids live for one to two of these). Copies of a
+/// message arrive within milliseconds of each other; the reference de-duplicates for 5 s.
+const SEEN_TTL: Duration = Duration::from_secs(10);
 /// Most relay ids remembered per generation; past it the generations turn over early, so the set
 /// stays bounded under any flood (a very old duplicate may then get through once more).
 const SEEN_MAX: usize = 200_000;
 /// How long a departed peer's tombstone stops late copies of its discovery.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+const TOMBSTONE_TTL: Duration = Duration::from_secs(20);
+/// Most hubs whose heartbeats are followed at once; heartbeats and discoveries naming further hubs
+/// are ignored (a mesh this size is far beyond any deployment; a link making up hub ids is not).
+const MAX_KNOWN_HUBS: usize = 1024;
 /// Heartbeats a hub may miss before its peers are dropped.
 const MISSED_HEARTBEATS: u32 = 3;
 /// How long a hub waits for answers to a `hub-probe` before dropping the peers of the hubs that did
@@ -74,6 +79,10 @@ pub struct MeshConfig {
     pub heartbeat: Duration,
     /// Whether `HUB_TOKEN` is set (only for what the logs advise).
     pub hub_token_set: bool,
+    /// Most remote peers known at once (`HUB_MAX_REMOTE_PEERS`); one link may introduce half of them.
+    pub max_remote_peers: usize,
+    /// Largest announce data a remote peer may carry (`MAX_PEER_DATA_BYTES`, as for local peers).
+    pub max_peer_data_bytes: usize,
 }
 
 /// Which side opened a link.
@@ -106,6 +115,8 @@ enum Origin {
 }
 
 struct RemotePeer {
+    /// The link that first introduced it (counted against that link's share).
+    via: u64,
     network: Arc<str>,
     is_hub: bool,
     discovery: Box<RawValue>,
@@ -157,6 +168,8 @@ pub struct MeshState {
     pub links: HashMap<u64, Link>,
     remote: HashMap<PeerId, RemotePeer>,
     remote_by_network: HashMap<Arc<str>, HashSet<PeerId>>,
+    /// Remote peers known, by the link that introduced them.
+    introduced_by: HashMap<u64, usize>,
     tombstones: HashMap<PeerId, (u64, Instant)>,
     heard: HashMap<PeerId, Instant>,
     seen: SeenIds,
@@ -178,6 +191,7 @@ impl MeshState {
             links: HashMap::new(),
             remote: HashMap::new(),
             remote_by_network: HashMap::new(),
+            introduced_by: HashMap::new(),
             tombstones: HashMap::new(),
             heard: HashMap::new(),
             seen: SeenIds::new(),
@@ -225,12 +239,44 @@ impl MeshState {
         self.checks.get_mut(&id)
     }
 
-    /// Hub `origin` was just heard from: it is alive, and reachable for every open check.
-    fn heard_from(&mut self, origin: PeerId) {
+    /// Hub `origin` was just heard from: it is alive, and reachable for every open check. Returns
+    /// `false`, and records nothing, for a new hub past [`MAX_KNOWN_HUBS`].
+    fn heard_from(&mut self, origin: PeerId) -> bool {
+        if !self.knows_hub(origin) {
+            return false;
+        }
         self.heard.insert(origin, Instant::now());
         for check in self.checks.values_mut().filter(|c| !c.decided) {
             check.answered.insert(origin);
         }
+        true
+    }
+
+    /// Gives back the room of tables that were large and are now mostly empty (a hash map keeps
+    /// its size when entries are removed), so that memory a departed link's peers took comes back.
+    fn shrink_tables(&mut self) {
+        fn shrink<K: Eq + Hash, V>(table: &mut HashMap<K, V>) {
+            if table.capacity() > 64 && table.capacity() > 4 * table.len() {
+                table.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.remote);
+        shrink(&mut self.remote_by_network);
+        shrink(&mut self.introduced_by);
+        shrink(&mut self.tombstones);
+        shrink(&mut self.heard);
+        shrink(&mut self.checks);
+    }
+
+    /// Whether hub `origin` is followed, or may be: known already, or room for one more.
+    fn knows_hub(&self, origin: PeerId) -> bool {
+        self.heard.contains_key(&origin) || self.heard.len() < MAX_KNOWN_HUBS
+    }
+
+    /// Whether link `via` may introduce one more remote peer (see [`MeshConfig::max_remote_peers`]).
+    fn room_for_remote_peer(&self, via: u64) -> bool {
+        let total = self.config.as_ref().map_or(0, |c| c.max_remote_peers);
+        self.remote.len() < total && self.introduced_by.get(&via).copied().unwrap_or(0) < total / 2
     }
 
     /// Floods this hub's heartbeat; `answering` names the probe it answers, if any.
@@ -260,6 +306,12 @@ impl MeshState {
 
     fn forget_remote(&mut self, peer: PeerId) -> Option<RemotePeer> {
         let entry = self.remote.remove(&peer)?;
+        if let Some(count) = self.introduced_by.get_mut(&entry.via) {
+            *count -= 1;
+            if *count == 0 {
+                self.introduced_by.remove(&entry.via);
+            }
+        }
         if let Some(members) = self.remote_by_network.get_mut(&entry.network) {
             members.remove(&peer);
             if members.is_empty() {
@@ -371,6 +423,11 @@ impl State {
             return;
         };
         let network = message.network();
+        let max_data = self.mesh.config.as_ref().map_or(0, |c| c.max_peer_data_bytes);
+        // The bounds a peer announcing here must keep, a link's peers keep too.
+        if network.len() > protocol::MAX_NETWORK_NAME_LEN || message.data.is_some_and(|d| d.get().len() > max_data) {
+            return;
+        }
         // Hubs are introduced by their links, not by discovery; our own peers echoed back are ours.
         if fields.is_hub()
             || self.mesh.config.as_ref().is_some_and(|c| c.namespace == network)
@@ -396,7 +453,18 @@ impl State {
             return;
         }
         if let Origin::Hub(hub) = origin {
+            if !self.mesh.knows_hub(hub) {
+                return;
+            }
             self.mesh.heard.entry(hub).or_insert_with(Instant::now);
+        }
+        let introduced_by = self.mesh.remote.get(&peer).map_or(from_link, |known| known.via);
+        if !self.mesh.remote.contains_key(&peer) && !self.mesh.room_for_remote_peer(from_link) {
+            static FULL: ThrottledLog = ThrottledLog::new();
+            FULL.warn(|| {
+                format!("hub link {from_link} introduced more remote peers than allowed (HUB_MAX_REMOTE_PEERS); ignoring them")
+            });
+            return;
         }
         // A newer announcement may move the peer to another network: the old one hears it left.
         if let Some(old) = self.mesh.forget_remote(peer).filter(|old| *old.network != *network) {
@@ -423,8 +491,10 @@ impl State {
             );
         }
         self.mesh.remote_by_network.entry(network.clone()).or_default().insert(peer);
-        let entry = RemotePeer { network: network.clone(), is_hub: false, discovery, origin, seq, hops };
+        let entry =
+            RemotePeer { via: introduced_by, network: network.clone(), is_hub: false, discovery, origin, seq, hops };
         self.mesh.remote.insert(peer, entry);
+        *self.mesh.introduced_by.entry(introduced_by).or_default() += 1;
         if origin == Origin::Legacy(from_link) {
             self.reintroduce_network(from_link, &network);
         }
@@ -488,7 +558,7 @@ impl State {
             return;
         };
         if pass_on.is_some() {
-            self.mesh.tombstones.insert(peer, (entry.seq, Instant::now() + TOMBSTONE_TTL));
+            self.bury(peer, entry.seq);
         }
         self.notify_local(&entry.network, |recipient| {
             protocol::peer_disconnected(peer, entry.is_hub, reason, &entry.network, recipient)
@@ -511,6 +581,20 @@ impl State {
             let relay = new_relay(Some(origin.to_string()), Some(entry.seq), hops);
             let notice = protocol::link_peer_disconnected(peer, entry.is_hub, reason, &entry.network, &relay);
             self.mesh.flood(&notice, except, audience);
+        }
+    }
+
+    /// Leaves a tombstone for `peer`'s announcement `seq`. Tombstones are bounded like remote peers:
+    /// when full of live ones, no more are left (a late copy of a discovery may then bring a
+    /// departed peer back until its hub's next departure or silence).
+    fn bury(&mut self, peer: PeerId, seq: u64) {
+        let now = Instant::now();
+        let bound = self.mesh.config.as_ref().map_or(0, |c| c.max_remote_peers);
+        if self.mesh.tombstones.len() >= bound {
+            self.mesh.tombstones.retain(|_, (_, until)| *until > now);
+        }
+        if self.mesh.tombstones.len() < bound {
+            self.mesh.tombstones.insert(peer, (seq, now + TOMBSTONE_TTL));
         }
     }
 
@@ -538,6 +622,9 @@ impl State {
             return;
         }
         let network = message.network();
+        if network.len() > protocol::MAX_NETWORK_NAME_LEN {
+            return;
+        }
         if let Some(entry) = self.peers.get(&target) {
             // Local target: delivered only inside its announced network (docs/protocol.md §3).
             if entry.announced.as_ref().is_some_and(|a| *a.network == *network) {
@@ -587,9 +674,9 @@ impl State {
         for peer in orphans {
             self.drop_remote(peer, "hub link lost", None);
         }
-        if link.speaks_relay {
-            self.probe_reachability();
-        }
+        // Any link may have carried peers of PeerPigeon-rs hubs (a JavaScript hub relays them one
+        // hop), so every lost link makes the mesh check who is still reachable.
+        self.probe_reachability();
     }
 
     /// Floods a `hub-probe` and opens a check for it (see the module docs). With no PeerPigeon-rs
@@ -840,7 +927,9 @@ impl Registry {
                 if Some(origin) == state.mesh.hub_id() || !state.mesh.seen.first_time(id) {
                     return LinkEvent::Nothing;
                 }
-                state.mesh.heard_from(origin);
+                if !state.mesh.heard_from(origin) {
+                    return LinkEvent::Nothing;
+                }
                 let is_probe = message.kind == "hub-probe";
                 if is_probe {
                     state.mesh.check(id);
@@ -908,6 +997,7 @@ impl Registry {
                 state.drop_peers_of_hubs(&silent, "hub unreachable");
             }
             state.mesh.tombstones.retain(|_, (_, until)| *until > now);
+            state.mesh.shrink_tables();
         }
         state.decide_checks(now);
         let next_check = state.mesh.checks.values().filter(|c| !c.decided).map(|c| c.due).min();

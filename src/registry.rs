@@ -476,6 +476,8 @@ mod tests {
             max_hops: 16,
             heartbeat: std::time::Duration::from_secs(10),
             hub_token_set: true,
+            max_remote_peers: 1000,
+            max_peer_data_bytes: 16 * 1024,
         })
     }
 

@@ -102,6 +102,8 @@ impl Server {
             max_hops: config.hub_max_hops,
             heartbeat: config.hub_heartbeat,
             hub_token_set: config.hub_token.is_some(),
+            max_remote_peers: config.hub_max_remote_peers,
+            max_peer_data_bytes: config.max_peer_data_bytes,
         });
         let state = Arc::new(ServerState {
             registry: Registry::new(config.max_connections, mesh),

@@ -748,3 +748,163 @@ fn all_queues_together_are_bounded_too() {
     drop(deaf);
     pair_still_works(addr);
 }
+
+/// A trusted hub link still has bounds: it may introduce only its share of remote peers, each with
+/// no more announce data than a local peer, in networks with names no longer than a local one's;
+/// and a link flooding past its message rate is closed like any peer.
+#[test]
+fn a_hub_link_over_its_limits_is_held_to_them() {
+    let server = start_with(|c| {
+        c.is_hub = true;
+        c.hub_token = Some("mesh".into());
+        c.hub_max_remote_peers = 100;
+        c.max_peer_data_bytes = 1024;
+        c.link_messages_per_sec = 1000;
+    });
+    let addr = server.local_addr();
+    let mut watcher = Client::join(addr, "n");
+    let id = new_peer_id();
+    let ws = common::open(addr, &format!("/mesh/mesh?peerId={id}"), &[]).expect("upgrade");
+    let mut link = Client { id, ws };
+    link.next().expect("connected");
+    link.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true}}));
+    link.wait_for("hub-hello", |m| m["type"] == "hub-hello");
+    let origin = new_peer_id();
+    let discovered = |network: &str, data: Value| {
+        json!({"type": "peer-discovered", "networkName": network, "data": data,
+               "relay": {"id": format!("{:016x}", fastrand::u64(..)), "origin": origin, "seq": 1, "hops": 0}})
+    };
+    // Too much data, too long a network name: ignored.
+    link.send(discovered("n", json!({"peerId": new_peer_id(), "blob": "x".repeat(2000)})));
+    link.send(discovered(&"n".repeat(300), json!({"peerId": new_peer_id()})));
+    // 80 peers: only half of HUB_MAX_REMOTE_PEERS may come from one link.
+    for _ in 0..80 {
+        link.send(discovered("n", json!({"peerId": new_peer_id()})));
+    }
+    link.drain();
+    assert_eq!(http_get(addr, "/stats").json()["remotePeers"], 50);
+    let heard: Vec<Value> = watcher.drain().into_iter().filter(|m| m["type"] == "peer-discovered").collect();
+    assert_eq!(heard.len(), 50, "the local peer heard of exactly the peers the link may introduce");
+    // A flood at ten times the link's message rate: closed with 1008 after the grace period.
+    let started = Instant::now();
+    let mut closed = None;
+    'flood: while started.elapsed() < Duration::from_secs(8) {
+        for _ in 0..100 {
+            if link.ws.send(Message::text(json!({"type": "pong"}).to_string())).is_err() {
+                break 'flood;
+            }
+        }
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = link.ws.get_mut() {
+            stream.set_nonblocking(true).unwrap();
+        }
+        loop {
+            match link.ws.read() {
+                Ok(Message::Close(frame)) => {
+                    closed = frame.map(|f| u16::from(f.code));
+                    break 'flood;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(closed, Some(1008));
+    // The link gone, its peers go too.
+    wait_stat(addr, "remotePeers", json!(0));
+    pair_still_works(addr);
+}
+
+/// Everything a trusted link can make a hub remember (remote peers with their data, heartbeat
+/// origins, relay ids, tombstones) is bounded and expires: once the link is gone, the server's
+/// memory comes back to within 10% of where it was before. Runs the binary, so that the resident
+/// size measured is this server's alone.
+#[test]
+fn memory_comes_back_after_a_greedy_link_goes() {
+    let port = common::test_port().to_string();
+    let (server, addr, _log) = common::process::run_binary(&[
+        ("PORT", &port),
+        ("IS_HUB", "true"),
+        ("HUB_TOKEN", "mesh"),
+        ("HUB_HEARTBEAT_SECS", "1"),
+        ("LOG_LEVEL", "info"),
+    ]);
+    // The exact resident size (smaps_rollup; /health's VmRSS is the kernel's quick estimate,
+    // which swings by hundreds of KB at rest), once per second of server time, so that the
+    // sweeper's hand-back of freed memory every few quiet seconds is seen.
+    let pid = server.pid();
+    let mut last_uptime = 0.0;
+    let mut rss = move || {
+        let health = wait_json(addr, "/health", "a second later", |h| h["uptime"].as_f64() > Some(last_uptime + 1.0));
+        last_uptime = health["uptime"].as_f64().unwrap();
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+        let kib: u64 = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    };
+    // A greedy link: its peers (n of them, with data), half of them leaving again (tombstones),
+    // heartbeats from made-up hubs and signals nobody takes (relay ids).
+    let greedy_link = |n: usize, noise: usize| {
+        let id = new_peer_id();
+        let ws = common::open(addr, &format!("/mesh/mesh?peerId={id}"), &[]).expect("upgrade");
+        let mut link = Client { id, ws };
+        link.next().expect("connected");
+        let capabilities = json!(["signaling", "relay", "peerpigeon-rs-relay"]);
+        link.send(json!({"type": "announce", "networkName": "pigeonhub-mesh", "data": {"isHub": true, "capabilities": capabilities}}));
+        link.wait_for("hub-hello", |m| m["type"] == "hub-hello");
+        let relay = |origin: &str, seq: u64| json!({"id": format!("{:016x}", fastrand::u64(..)), "origin": origin, "seq": seq, "hops": 0});
+        let origins: Vec<String> = (0..10).map(|_| new_peer_id()).collect();
+        let blob = "x".repeat(8 * 1024);
+        let peers: Vec<(String, &String)> = (0..n).map(|i| (new_peer_id(), &origins[i % origins.len()])).collect();
+        for (i, (peer, origin)) in peers.iter().enumerate() {
+            link.send(json!({"type": "peer-discovered", "networkName": format!("net-{}", i % 50),
+                             "data": {"peerId": peer, "blob": blob}, "relay": relay(origin, 1)}));
+        }
+        for (peer, origin) in &peers[..n / 2] {
+            link.send(json!({"type": "peer-disconnected", "networkName": "net-0", "data": {"peerId": peer}, "relay": relay(origin, 2)}));
+        }
+        for _ in 0..noise {
+            link.send(json!({"type": "hub-heartbeat", "relay": relay(&new_peer_id(), 0)}));
+            link.send(
+                json!({"type": "offer", "networkName": "n", "fromPeerId": new_peer_id(), "targetPeerId": new_peer_id(),
+                             "data": {"sdp": "x"}, "relay": relay(&origins[0], 0)}),
+            );
+        }
+        link.drain();
+        link
+    };
+    pair_still_works(addr);
+    // A first, small link comes and goes, so that the baseline is that of a hub that has had one.
+    drop(greedy_link(20, 20));
+    wait_stat(addr, "remotePeers", json!(0));
+    // The baseline: the lowest of eight samples (once a second), once the server has settled.
+    let baseline = (0..8).map(|_| rss()).min().unwrap();
+
+    let link = greedy_link(5_000, 20_000);
+    let during = rss();
+    assert!(http_get(addr, "/stats").json()["remotePeers"].as_u64() > Some(1000), "the link's peers were not taken");
+    drop(link);
+    // The link's peers go at once; its other traces expire; memory comes back.
+    wait_stat(addr, "remotePeers", json!(0));
+    // Freed memory is handed back every few quiet seconds, so single samples swing; like the
+    // baseline, "after" is the lowest of the last eight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut recent = std::collections::VecDeque::from(vec![u64::MAX; 8]);
+    let mut now = u64::MAX;
+    while now > baseline + baseline / 10 {
+        assert!(Instant::now() < deadline, "RSS {now} still over {baseline} + 10% (it was {during} with the link)");
+        recent.pop_front();
+        recent.push_back(rss());
+        now = recent.iter().copied().min().unwrap();
+    }
+    println!("RSS: {baseline} before, {during} with the link, {now} after");
+    pair_still_works(addr);
+    drop(server);
+}
