@@ -20,7 +20,7 @@ ulimit -n "$(ulimit -Hn)"
 loadgen="$root/target/release/examples/loadgen"
 
 port="$(free_port)"
-start_rust "capacity-rs" "$port" MAX_CONNECTIONS=12000
+start_rust "capacity-rs" "$port" MAX_CONNECTIONS=12000 MAX_PENDING_HANDSHAKES_PER_IP=1024
 echo "rs: $("$loadgen" connect --url "ws://127.0.0.1:$port" --peers "$peers" --networks "$networks" --pid "${pids[-1]}")"
 kill "${pids[-1]}"
 

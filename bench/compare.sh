@@ -24,7 +24,7 @@ measure() {
   local port
   port="$(free_port)"
   if [ "$server" = rs ]; then
-    start_rust "bench-rs" "$port" MAX_CONNECTIONS=20000
+    start_rust "bench-rs" "$port" MAX_CONNECTIONS=20000 MAX_PENDING_HANDSHAKES_PER_IP=1024
   else
     start_js "bench-js" "$port"
   fi
@@ -45,8 +45,8 @@ measure_hub() {
   port_a="$(free_port)"
   port_b="$(free_port)"
   if [ "$server" = rs ]; then
-    start_rust "bench-hub-a" "$port_a" IS_HUB=true
-    start_rust "bench-hub-b" "$port_b" IS_HUB=true BOOTSTRAP_HUBS="ws://127.0.0.1:$port_a"
+    start_rust "bench-hub-a" "$port_a" IS_HUB=true MAX_PENDING_HANDSHAKES_PER_IP=1024
+    start_rust "bench-hub-b" "$port_b" IS_HUB=true MAX_PENDING_HANDSHAKES_PER_IP=1024 BOOTSTRAP_HUBS="ws://127.0.0.1:$port_a"
   else
     start_js "bench-hub-a" "$port_a" --hub
     start_js "bench-hub-b" "$port_b" --hub --bootstrap "ws://127.0.0.1:$port_a"
