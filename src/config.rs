@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::log::Level;
-use crate::rate_limit::Limits;
+use crate::peer::rate_limit::Limits;
 
 /// Everything a server needs to know before it starts. `Config::default()` matches the JavaScript
 /// reference server's defaults; `Config::from_env_vars` reads the variables listed in [`ENV_HELP`].

@@ -36,50 +36,32 @@
 //! # Ok::<(), peerpigeon::Error>(())
 //! ```
 
-mod auth;
-mod cleanup;
-mod clock;
+mod accept;
 mod config;
 mod error;
-mod fd_limit;
-mod futex_hash;
-mod handshakes;
-mod http;
-mod http_desk;
-mod hub_link;
-mod listener;
+mod hub;
 pub mod log;
-mod malloc_tuning;
-mod mesh;
-mod outbox;
 mod peer;
-mod peer_id;
-mod proc_stats;
+mod platform;
 mod protocol;
-mod rate_limit;
 mod registry;
-mod request_head;
-mod router;
 mod server;
-mod socket_flags;
-mod thread_budget;
-mod thread_name;
-mod throttled_log;
-mod time_slice;
-mod upgrade;
+mod sweeper;
+mod util;
 
 pub use config::{Config, ConfigError, SETTINGS, Setting, env_help};
 pub use error::Error;
-pub use fd_limit::raise_open_file_limit;
-pub use futex_hash::size_for_threads as size_futex_hash_for_threads;
-pub use malloc_tuning::reexec_with_malloc_tunables;
-pub use peer_id::PeerId;
+pub use platform::fd_limit::raise_open_file_limit;
+pub use platform::futex_hash::size_for_threads as size_futex_hash_for_threads;
+pub use platform::malloc::reexec_with_malloc_tunables;
+pub use protocol::peer_id::PeerId;
 pub use server::{Server, ServerHandle};
 
 /// Entry points for the fuzz targets in `fuzz/` (not part of the supported API).
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::{auth, peer_id::PeerId, protocol, request_head::RequestHead};
+    use crate::accept::{auth, request_head::RequestHead};
+    use crate::protocol::{self, peer_id::PeerId};
 
     /// Decodes `text` as a peer's message and as a hub-link message, and builds what the server
     /// would build from it, as the reader threads do.

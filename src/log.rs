@@ -60,7 +60,7 @@ pub fn enabled(level: Level) -> bool {
 
 #[doc(hidden)]
 pub fn write(level: Level, message: std::fmt::Arguments<'_>) {
-    let now = crate::clock::iso8601(std::time::SystemTime::now());
+    let now = crate::util::clock::iso8601(std::time::SystemTime::now());
     eprintln!("{now} {} {message}", level.label());
 }
 

@@ -14,16 +14,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::accept::handshakes::PendingHandshakes;
+use crate::accept::listener;
 use crate::config::Config;
 use crate::error::Error;
-use crate::handshakes::PendingHandshakes;
-use crate::hub_link::{self, BootstrapLinks};
-use crate::mesh::MeshConfig;
-use crate::outbox::QueueBudget;
-use crate::peer_id::PeerId;
+use crate::hub::links::{self, BootstrapLinks};
+use crate::peer::outbox::QueueBudget;
+use crate::platform::thread_budget::{self, ThreadBudget};
+use crate::platform::{futex_hash, proc_stats};
+use crate::protocol::peer_id::PeerId;
 use crate::registry::Registry;
-use crate::thread_budget::{self, ThreadBudget};
-use crate::{cleanup, futex_hash, listener, proc_stats};
+use crate::registry::mesh::MeshConfig;
+use crate::sweeper;
 
 /// How long shutdown waits for peers to answer the 1001 close before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -131,10 +133,10 @@ impl Server {
         let stop_signal_for_hubs = stop_signal.clone();
         let sweeper = {
             let state = state.clone();
-            spawn_named("sweeper", move || cleanup::run_sweeper(state, stop_signal))?
+            spawn_named("sweeper", move || sweeper::run_sweeper(state, stop_signal))?
         };
         let hub_threads = if state.config.is_hub {
-            hub_link::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
+            links::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
         } else {
             Vec::new()
         };
@@ -142,7 +144,7 @@ impl Server {
             let state = state.clone();
             let handoffs = listener::Handoffs::start(&state)?;
             spawn_named("acceptor", move || {
-                crate::time_slice::prefer_prompt_wakeups();
+                crate::platform::time_slice::prefer_prompt_wakeups();
                 listener::run_accept_loop(listener, state, handoffs)
             })?
         };

@@ -21,13 +21,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::accept::handshakes::{Refusal, Ticket};
+use crate::accept::request_head::{HeadError, RequestHead, read_head};
+use crate::accept::upgrade::AdmittedPeer;
+use crate::accept::{http, http_desk, upgrade};
 use crate::error::Error;
-use crate::handshakes::{Refusal, Ticket};
-use crate::request_head::{HeadError, RequestHead, read_head};
+use crate::peer;
 use crate::server::{ServerState, spawn_named};
-use crate::throttled_log::ThrottledLog;
-use crate::upgrade::AdmittedPeer;
-use crate::{http, http_desk, peer, upgrade};
+use crate::util::throttled_log::ThrottledLog;
 
 /// Stack of a connection's thread. It parses the request head, and for a WebSocket it goes on to be
 /// the peer's reader, whose JSON decoding recurses (serde_json stops at 128 levels). Only the pages
@@ -105,7 +106,7 @@ impl<T: Send + 'static> Handoff<T> {
     fn start(name: &str, capacity: usize, mut serve: impl FnMut(T) + Send + 'static) -> Result<Handoff<T>, Error> {
         let (waiting, arrivals) = crossbeam_channel::bounded::<T>(capacity);
         spawn_named(name, move || {
-            crate::time_slice::prefer_prompt_wakeups();
+            crate::platform::time_slice::prefer_prompt_wakeups();
             for item in arrivals {
                 serve(item);
             }
@@ -159,7 +160,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         // hours as the peer's reader, and every stack page it ever touched stays resident.
         if let Some(peer) = handle_connection(stream, ticket, &thread_state) {
             // A peer is one of thousands: back to the default slice before its writer inherits it.
-            crate::time_slice::use_default_slice();
+            crate::platform::time_slice::use_default_slice();
             peer::serve(peer, thread_state);
         }
     });

@@ -12,10 +12,10 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{HTTPVersion, Header, Response};
 
-use crate::clock::iso8601;
-use crate::proc_stats;
-use crate::request_head::RequestHead;
+use crate::accept::request_head::RequestHead;
+use crate::platform::proc_stats;
 use crate::server::ServerState;
+use crate::util::clock::iso8601;
 
 /// Banner served on `/`.
 const BANNER: &str = concat!("PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ", env!("CARGO_PKG_VERSION"), ")");
@@ -200,7 +200,7 @@ fn write_and_close<R: Read>(
     // The reply leaves with the FIN: the client wakes once, to a complete answer. Sent apart, the
     // reply woke it (and could hand it this thread's CPU) before the FIN was even sent.
     let Ok(rendered) = render_reply(reply, minor_version, head_only, None) else { return };
-    if crate::socket_flags::write_all_before_fin(&stream, &rendered).is_err() {
+    if crate::platform::socket_flags::write_all_before_fin(&stream, &rendered).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
@@ -214,7 +214,7 @@ fn write_and_close<R: Read>(
 /// input would send a reset, which can destroy the reply before the client reads it.
 fn discard_unread(stream: &TcpStream) {
     let mut sink = [0u8; 4096];
-    while let Ok(1..) = crate::socket_flags::read_without_waiting(stream, &mut sink) {}
+    while let Ok(1..) = crate::platform::socket_flags::read_without_waiting(stream, &mut sink) {}
 }
 
 /// Writes `reply` (as HTTP/1.`minor_version`) with one system call. tiny_http prints a reply piece

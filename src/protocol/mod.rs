@@ -5,6 +5,8 @@
 //! JSON text. A signal's `data` is never parsed: it stays a `&RawValue` and is copied through verbatim.
 //! Field names follow `docs/protocol.md`, which follows the JavaScript reference.
 
+pub mod peer_id;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -12,8 +14,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::clock::unix_millis;
-use crate::peer_id::PeerId;
+use crate::protocol::peer_id::PeerId;
+use crate::util::clock::unix_millis;
 
 /// Network a message belongs to when it names none (or an empty one), as in the reference client.
 pub const DEFAULT_NETWORK: &str = "global";

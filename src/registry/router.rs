@@ -6,11 +6,11 @@
 
 use serde_json::value::RawValue;
 
-use crate::mesh::LinkEvent;
-use crate::outbox::PeerHandle;
-use crate::peer_id::PeerId;
+use crate::peer::outbox::PeerHandle;
+use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, ClientMessage, SignalKind, error_code};
 use crate::registry::RouteError;
+use crate::registry::mesh::LinkEvent;
 use crate::server::ServerState;
 
 /// Longest piece of client-chosen text echoed back inside an error reply.

@@ -18,8 +18,8 @@
 
 use std::net::TcpStream;
 
-use crate::http;
-use crate::request_head::{RequestHead, find_head_end};
+use crate::accept::http;
+use crate::accept::request_head::{RequestHead, find_head_end};
 use crate::server::{ServerState, contain_panic};
 
 /// Connections that may wait for the desk.
@@ -31,7 +31,7 @@ const PEEK_LEN: usize = 2048;
 /// there is one. Looks without taking anything off the socket, and without waiting.
 pub(crate) fn waiting_plain_request(stream: &TcpStream) -> Option<RequestHead> {
     let mut buffer = [0u8; PEEK_LEN];
-    let len = crate::socket_flags::peek_without_waiting(stream, &mut buffer).ok()?;
+    let len = crate::platform::socket_flags::peek_without_waiting(stream, &mut buffer).ok()?;
     let end = find_head_end(&buffer[..len])?;
     RequestHead::parse(&buffer[..end]).ok().filter(|head| !head.wants_websocket())
 }

@@ -20,12 +20,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tungstenite::protocol::Role;
 
-use crate::clock::unix_millis;
-use crate::mesh::LinkEvent;
-use crate::outbox::new_peer;
+use crate::accept::request_head::read_head;
+use crate::peer::outbox::new_peer;
 use crate::peer::{self, Incoming};
-use crate::request_head::read_head;
+use crate::registry::mesh::LinkEvent;
 use crate::server::ServerState;
+use crate::util::clock::unix_millis;
 
 /// First retry delay; each failure doubles it, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -301,7 +301,7 @@ fn connect(target: &WsTarget, state: &ServerState) -> Result<(TcpStream, Vec<u8>
         credentials = format!("Authorization: Bearer {token}\r\n");
     }
     if let Some(token) = &state.config.hub_token {
-        credentials.push_str(&format!("{}: {token}\r\n", crate::auth::HUB_TOKEN_HEADER));
+        credentials.push_str(&format!("{}: {token}\r\n", crate::accept::auth::HUB_TOKEN_HEADER));
     }
     let key = tungstenite::handshake::client::generate_key();
     let request = format!(

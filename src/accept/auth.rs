@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use crate::request_head::RequestHead;
+use crate::accept::request_head::RequestHead;
 
 /// Whether `head` presents `expected`, by header or by query parameter.
 pub fn is_authorized(head: &RequestHead, expected: &str) -> bool {

@@ -34,9 +34,9 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::{Bytes, Utf8Bytes};
 
-use crate::clock::unix_millis;
-use crate::peer_id::PeerId;
-use crate::throttled_log::ThrottledLog;
+use crate::protocol::peer_id::PeerId;
+use crate::util::clock::unix_millis;
+use crate::util::throttled_log::ThrottledLog;
 
 /// What a peer's writer can be asked to put on the wire.
 #[derive(Debug)]
@@ -211,7 +211,7 @@ impl PeerHandle {
     /// queued ahead of it and the writer is not writing, queued otherwise (see the module docs).
     /// Never waits. Returns `false` if the signal could not be sent (as [`Self::send_text`]).
     pub fn send_signal(&self, text: String) -> bool {
-        if !crate::socket_flags::AVAILABLE || self.shared.role != Role::Server {
+        if !crate::platform::socket_flags::AVAILABLE || self.shared.role != Role::Server {
             return self.send_text(text);
         }
         let Some(mut wire) = self.shared.wire.try_lock() else {
@@ -224,7 +224,7 @@ impl PeerHandle {
         let mut frame = Vec::with_capacity(text.len() + MAX_HEADER_LEN);
         // Formatting into a Vec cannot fail (it is the only I/O `format` does).
         let _ = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true).format(&mut frame);
-        let sent = match crate::socket_flags::write_without_waiting(&self.shared.socket, &frame) {
+        let sent = match crate::platform::socket_flags::write_without_waiting(&self.shared.socket, &frame) {
             Ok(sent) if sent == frame.len() => return true,
             Ok(sent) => sent,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,

@@ -39,12 +39,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::value::RawValue;
 
-use crate::clock::unix_millis;
-use crate::outbox::PeerHandle;
-use crate::peer_id::PeerId;
+use crate::peer::outbox::PeerHandle;
+use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, LinkMessage, PeerFields, Relay, SignalKind};
 use crate::registry::{Registry, State};
-use crate::throttled_log::ThrottledLog;
+use crate::util::clock::unix_millis;
+use crate::util::throttled_log::ThrottledLog;
 
 /// How long a relay id is remembered (at least; ids live for one to two of these). Copies of a
 /// message arrive within milliseconds of each other; the reference de-duplicates for 5 s.

@@ -16,6 +16,9 @@
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
 
+pub(crate) mod outbox;
+pub(crate) mod rate_limit;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::ops::ControlFlow;
@@ -30,13 +33,13 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Error as WsError, Message};
 
-use crate::outbox::{Outbound, PeerHandle, PeerShared};
+use crate::accept::upgrade::AdmittedPeer;
+use crate::peer::outbox::{Outbound, PeerHandle, PeerShared};
+use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
+use crate::platform::thread_name::rename_current_thread;
 use crate::protocol::{self, error_code};
-use crate::rate_limit::{Pace, RateLimiter, Verdict};
-use crate::router;
+use crate::registry::router;
 use crate::server::{ServerState, contain_panic};
-use crate::thread_name::rename_current_thread;
-use crate::upgrade::AdmittedPeer;
 
 /// Writer stack: it only frames and writes bytes.
 const WRITER_STACK: usize = 128 * 1024;
@@ -268,7 +271,7 @@ pub(crate) enum Incoming<'a> {
 /// Lets the other side read our close frame: consumes what it still sends until it closes its
 /// side, or [`CLOSE_GRACE`] passes.
 pub(crate) fn linger(shared: &PeerShared) {
-    crate::http::drain(&shared.socket, CLOSE_GRACE);
+    crate::accept::http::drain(&shared.socket, CLOSE_GRACE);
 }
 
 /// The close code to answer a peer's close with. Codes that must never be sent (1005, 1006, 1015)
@@ -376,8 +379,8 @@ fn frame_of(item: Outbound, role: Role) -> Option<Frame> {
 #[cfg(test)]
 mod tests {
     use super::{echo_code, run_writer};
-    use crate::outbox::new_peer;
-    use crate::peer_id::PeerId;
+    use crate::peer::outbox::new_peer;
+    use crate::protocol::peer_id::PeerId;
     use std::net::{TcpListener, TcpStream};
     use tungstenite::protocol::{Role, WebSocket};
 
@@ -391,7 +394,7 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&"ab".repeat(20)).unwrap();
         let (handle, outbox, shared) =
-            new_peer(id, 1, server, Role::Server, crate::outbox::QueueBudget::new(1 << 30, 1 << 31));
+            new_peer(id, 1, server, Role::Server, crate::peer::outbox::QueueBudget::new(1 << 30, 1 << 31));
         let signal = |n: usize| format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7));
         // Nobody reads yet: signals are written directly until the socket's buffers are full and
         // one frame is taken only in part (its rest is queued as carried), then they queue.

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::clock::unix_millis;
-use crate::outbox::Outbound;
-use crate::proc_stats;
+use crate::peer::outbox::Outbound;
+use crate::platform::proc_stats;
 use crate::server::ServerState;
+use crate::util::clock::unix_millis;
 
 /// Runs until `stop` is dropped (or sent to).
 pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {

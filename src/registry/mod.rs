@@ -10,6 +10,9 @@
 //! ([`Locked`]), so monitoring never waits for the lock: in an announce storm a thousand readers
 //! queue for it, and a health check behind them used to take a second.
 
+pub(crate) mod mesh;
+pub(crate) mod router;
+
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -18,11 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
-use crate::mesh::{Direction, MeshConfig, MeshState};
-use crate::outbox::PeerHandle;
-use crate::peer_id::PeerId;
+use crate::peer::outbox::PeerHandle;
+use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
-use crate::throttled_log::ThrottledLog;
+use crate::registry::mesh::{Direction, MeshConfig, MeshState};
+use crate::util::throttled_log::ThrottledLog;
 
 /// Why a new connection was not registered. Each maps to a 1008 close reason of the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,8 +413,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::MeshConfig;
-    use crate::outbox::{Outbound, QueueBudget, new_peer};
+    use crate::peer::outbox::{Outbound, QueueBudget, new_peer};
+    use crate::registry::mesh::MeshConfig;
     use crossbeam_channel::Receiver;
     use std::net::{TcpListener, TcpStream};
 

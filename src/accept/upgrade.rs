@@ -15,14 +15,14 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket};
 
-use crate::auth;
-use crate::http;
-use crate::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
-use crate::peer_id::PeerId;
+use crate::accept::auth;
+use crate::accept::http;
+use crate::accept::request_head::RequestHead;
+use crate::peer::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
+use crate::platform::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
 use crate::protocol;
-use crate::request_head::RequestHead;
+use crate::protocol::peer_id::PeerId;
 use crate::server::ServerState;
-use crate::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
 
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
