@@ -38,6 +38,7 @@
 
 mod accept;
 mod config;
+mod context;
 mod error;
 mod hub;
 pub mod log;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::context::ServerState;
 use crate::peer::outbox::Outbound;
 use crate::platform::proc_stats;
-use crate::server::ServerState;
 use crate::util::clock::unix_millis;
 
 /// Runs until `stop` is dropped (or sent to).

@@ -13,8 +13,8 @@ use serde_json::json;
 use tiny_http::{HTTPVersion, Header, Response};
 
 use crate::accept::request_head::RequestHead;
+use crate::context::ServerState;
 use crate::platform::proc_stats;
-use crate::server::ServerState;
 use crate::util::clock::iso8601;
 
 /// Banner served on `/`.

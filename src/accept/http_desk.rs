@@ -20,7 +20,8 @@ use std::net::TcpStream;
 
 use crate::accept::http;
 use crate::accept::request_head::{RequestHead, find_head_end};
-use crate::server::{ServerState, contain_panic};
+use crate::context::ServerState;
+use crate::util::threads::contain_panic;
 
 /// Connections that may wait for the desk.
 pub(crate) const WAITING: usize = 64;

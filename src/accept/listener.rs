@@ -25,9 +25,10 @@ use crate::accept::handshakes::{Refusal, Ticket};
 use crate::accept::request_head::{HeadError, RequestHead, read_head};
 use crate::accept::upgrade::AdmittedPeer;
 use crate::accept::{http, http_desk, upgrade};
+use crate::context::ServerState;
 use crate::error::Error;
 use crate::peer;
-use crate::server::{ServerState, spawn_named};
+use crate::util::threads::spawn_named;
 use crate::util::throttled_log::ThrottledLog;
 
 /// Stack of a connection's thread. It parses the request head, and for a WebSocket it goes on to be

@@ -18,11 +18,11 @@ use tungstenite::protocol::{Role, WebSocket};
 use crate::accept::auth;
 use crate::accept::http;
 use crate::accept::request_head::RequestHead;
+use crate::context::ServerState;
 use crate::peer::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
 use crate::platform::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
 use crate::protocol;
 use crate::protocol::peer_id::PeerId;
-use crate::server::ServerState;
 
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);

@@ -1,6 +1,5 @@
 //! The links this hub opens to the hubs in `BOOTSTRAP_HUBS`: one blocking client thread per URL
-//! (`hub-link-<n>`), plus the timer thread of hub mode (`hub-timer`: heartbeats and reachability
-//! checks, `mesh.rs`).
+//! (`hub-link-<n>`).
 //!
 //! A link thread connects as `URL?peerId=<this hub's id>` (and `&token=` when `AUTH_TOKEN` is set,
 //! and the `X-PeerPigeon-Hub-Token` header when `HUB_TOKEN` is),
@@ -12,19 +11,17 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use parking_lot::Mutex;
-use serde::Serialize;
 use tungstenite::protocol::Role;
 
 use crate::accept::request_head::read_head;
+use crate::context::ServerState;
 use crate::peer::outbox::new_peer;
 use crate::peer::{self, Incoming};
 use crate::registry::mesh::LinkEvent;
-use crate::server::ServerState;
 use crate::util::clock::unix_millis;
 
 /// First retry delay; each failure doubles it, up to [`MAX_BACKOFF`].
@@ -33,96 +30,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time allowed for the TCP connection to a hub.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stack of a link thread: it reads frames and decodes JSON, like a peer's reader.
-const LINK_STACK: usize = 256 * 1024;
-
-/// What `/hubstats` shows of one bootstrap link.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkStatus {
-    pub uri: String,
-    /// Whether `state` is `connected` (the reference's field; filled in by [`BootstrapLinks::snapshot`]).
-    pub connected: bool,
-    /// `connecting`, `connected`, `waiting` (to retry) or `skipped` (it is this hub itself).
-    pub state: &'static str,
-    /// Unix ms of the last connection attempt.
-    #[serde(rename = "lastAttempt")]
-    pub last_attempt: Option<u64>,
-    /// Attempts since the link was last up (0 while it is up), as the reference counts them.
-    #[serde(rename = "attemptNumber")]
-    pub attempt_number: u64,
-    /// Every attempt since start.
-    #[serde(rename = "totalAttempts")]
-    pub total_attempts: u64,
-    #[serde(rename = "lastError")]
-    pub last_error: Option<String>,
-    #[serde(rename = "connectedSince")]
-    pub connected_since: Option<u64>,
-}
-
-/// The status of every bootstrap link, shared with the HTTP endpoints.
-pub struct BootstrapLinks {
-    statuses: Mutex<Vec<LinkStatus>>,
-}
-
-impl BootstrapLinks {
-    pub fn new(uris: &[String]) -> BootstrapLinks {
-        let statuses = uris
-            .iter()
-            .map(|uri| LinkStatus {
-                uri: uri.clone(),
-                connected: false,
-                state: "connecting",
-                last_attempt: None,
-                attempt_number: 0,
-                total_attempts: 0,
-                last_error: None,
-                connected_since: None,
-            })
-            .collect();
-        BootstrapLinks { statuses: Mutex::new(statuses) }
-    }
-
-    pub fn snapshot(&self) -> Vec<LinkStatus> {
-        let statuses = self.statuses.lock();
-        statuses.iter().map(|s| LinkStatus { connected: s.state == "connected", ..s.clone() }).collect()
-    }
-
-    fn update(&self, index: usize, change: impl FnOnce(&mut LinkStatus)) {
-        if let Some(status) = self.statuses.lock().get_mut(index) {
-            change(status);
-        }
-    }
-}
-
-/// Starts one thread per bootstrap URL and the mesh timer thread. They stop when `stop` is dropped.
-pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let mut threads = Vec::new();
-    let timer_state = state.clone();
-    let timer_stop = stop.clone();
-    threads.push(thread::Builder::new().name("hub-timer".into()).stack_size(LINK_STACK).spawn(move || {
-        let wakeups = timer_state.registry.mesh_timer_wakeups();
-        loop {
-            let sleep = timer_state.registry.mesh_tick();
-            crossbeam_channel::select! {
-                recv(timer_stop) -> _ => return,
-                recv(wakeups) -> _ => {}
-                default(sleep) => {}
-            }
-        }
-    })?);
-    for (index, uri) in state.config.bootstrap_hubs.iter().enumerate() {
-        let (state, stop, uri) = (state.clone(), stop.clone(), uri.clone());
-        let thread =
-            thread::Builder::new().name(format!("hub-link-{index}")).stack_size(LINK_STACK).spawn(move || {
-                crate::server::contain_panic(&format!("hub-link-{index}"), || run_link(index, &uri, &state, &stop))
-            })?;
-        threads.push(thread);
-    }
-    Ok(threads)
-}
 
 /// Keeps one bootstrap link up until the server stops.
-fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<()>) {
+pub(crate) fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<()>) {
     let links = &state.bootstrap_links;
     let target = match parse_ws_url(uri) {
         Ok(target) => target,
@@ -213,10 +123,13 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     };
     let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone());
     let writer_shared = shared.clone();
-    let writer = thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(LINK_STACK).spawn(move || {
-        crate::server::contain_panic("hub link writer", || peer::run_writer(outbox, writer_shared.clone()));
-        writer_shared.kill();
-    });
+    let writer = thread::Builder::new()
+        .name(format!("hub-link-{serial}-tx"))
+        .stack_size(super::HUB_THREAD_STACK)
+        .spawn(move || {
+            crate::util::threads::contain_panic("hub link writer", || peer::run_writer(outbox, writer_shared.clone()));
+            writer_shared.kill();
+        });
     if writer.is_err() {
         handle.kill();
         return LinkOutcome { reason: "cannot start the writer thread", is_self: false };

@@ -34,12 +34,13 @@ use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::accept::upgrade::AdmittedPeer;
+use crate::context::ServerState;
 use crate::peer::outbox::{Outbound, PeerHandle, PeerShared};
 use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::platform::thread_name::rename_current_thread;
 use crate::protocol::{self, error_code};
 use crate::registry::router;
-use crate::server::{ServerState, contain_panic};
+use crate::util::threads::contain_panic;
 
 /// Writer stack: it only frames and writes bytes.
 const WRITER_STACK: usize = 128 * 1024;

@@ -6,12 +6,12 @@
 
 use serde_json::value::RawValue;
 
+use crate::context::ServerState;
 use crate::peer::outbox::PeerHandle;
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, ClientMessage, SignalKind, error_code};
 use crate::registry::RouteError;
 use crate::registry::mesh::LinkEvent;
-use crate::server::ServerState;
 
 /// Longest piece of client-chosen text echoed back inside an error reply.
 const MAX_ECHOED_LEN: usize = 64;

@@ -1,4 +1,5 @@
-//! Small helpers every part uses: the wall clock, throttled warnings.
+//! Small helpers every part uses: the wall clock, throttled warnings, named threads.
 
 pub(crate) mod clock;
+pub(crate) mod threads;
 pub(crate) mod throttled_log;

@@ -1,0 +1,78 @@
+//! Binding the server's one port: the host's addresses (IPv4 first), probing upward from `PORT`
+//! while ports are busy, and a deep listen backlog.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// Binds `config.host` on the first free port from `config.port` upward (docs/protocol.md §7), trying IPv4
+/// addresses of the host first so that `localhost` means 127.0.0.1, as clients usually expect.
+pub(crate) fn bind(config: &Config) -> Result<TcpListener, Error> {
+    let resolve_error = |source| Error::Resolve { host: config.host.clone(), source };
+    let mut addresses: Vec<IpAddr> =
+        (config.host.as_str(), 0).to_socket_addrs().map_err(resolve_error)?.map(|a| a.ip()).collect();
+    addresses.sort_by_key(|ip| ip.is_ipv6());
+    addresses.dedup();
+    if addresses.is_empty() {
+        return Err(resolve_error(io::Error::new(io::ErrorKind::NotFound, "no addresses")));
+    }
+    let retries = if config.port == 0 { 0 } else { config.port_retries };
+    let last = config.port.saturating_add(retries);
+    for port in config.port..=last {
+        match bind_first(&addresses, port) {
+            Ok(listener) => {
+                if port != config.port {
+                    crate::log_info!("port {} was in use; using port {port}", config.port);
+                }
+                return Ok(listener);
+            }
+            Err(BindFailure::InUse) => crate::log_warn!("port {port} on {} is in use", config.host),
+            Err(BindFailure::Other(addr, source)) => return Err(Error::Bind { addr, source }),
+        }
+    }
+    Err(Error::PortsBusy { host: config.host.clone(), first: config.port, last })
+}
+
+enum BindFailure {
+    InUse,
+    Other(SocketAddr, io::Error),
+}
+
+fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailure> {
+    let mut failure = BindFailure::InUse;
+    for &ip in addresses {
+        let addr = SocketAddr::new(ip, port);
+        match TcpListener::bind(addr) {
+            Ok(listener) => {
+                deepen_backlog(&listener);
+                return Ok(listener);
+            }
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
+            Err(err) => failure = BindFailure::Other(addr, err),
+        }
+    }
+    Err(failure)
+}
+
+/// Connections the kernel may hold complete but not yet accepted. The standard library listens
+/// with 128; when thousands of peers connect at once the acceptor cannot always keep up, and past
+/// the backlog a client's connection attempt is dropped and retried only a second later. Node,
+/// and so the reference, uses 511; calling `listen` again on a listening socket just changes it.
+const LISTEN_BACKLOG: i32 = 1024;
+
+#[cfg(unix)]
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
+    if unsafe { listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(unix))]
+fn deepen_backlog(_listener: &TcpListener) {}

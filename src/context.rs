@@ -1,0 +1,99 @@
+//! What every server thread shares: the configuration, the registry, the bounds that span all
+//! connections, and the server's own counters. Built once by `server.rs`; starts nothing itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::accept::handshakes::PendingHandshakes;
+use crate::config::Config;
+use crate::hub::status::BootstrapLinks;
+use crate::peer::outbox::QueueBudget;
+use crate::platform::thread_budget::ThreadBudget;
+use crate::protocol::peer_id::PeerId;
+use crate::registry::Registry;
+use crate::registry::mesh::MeshConfig;
+
+/// What every server thread shares: the configuration, the registry and the server's own facts.
+pub(crate) struct ServerState {
+    pub config: Config,
+    pub registry: Registry,
+    /// The address actually bound (the port may differ from `config.port`).
+    pub local_addr: SocketAddr,
+    pub started: Instant,
+    /// This server's own id when it is a hub (docs/protocol.md §5).
+    pub hub_peer_id: Option<PeerId>,
+    pub(crate) shutting_down: AtomicBool,
+    next_serial: AtomicU64,
+    /// The bytes queued for all peers, and their bounds (`outbox.rs`).
+    pub queue_budget: Arc<QueueBudget>,
+    /// Sockets accepted whose request head is still being read.
+    pub pending_handshakes: Arc<PendingHandshakes>,
+    /// Client messages answered with an `error` since start (reported by `/stats`).
+    rejected_messages: AtomicU64,
+    /// Messages handled since start; the sweeper reads it to tell a quiet server from a busy one.
+    pub messages_handled: AtomicU64,
+    /// The state of each `BOOTSTRAP_HUBS` link (hub mode).
+    pub bootstrap_links: BootstrapLinks,
+    /// Connection and writer threads may only start with a slot from here (`thread_budget.rs`).
+    pub thread_budget: Arc<ThreadBudget>,
+}
+
+impl ServerState {
+    /// A number no other connection of this server has had.
+    pub fn next_serial(&self) -> u64 {
+        self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a client message that was answered with an `error`.
+    pub fn note_rejected(&self) {
+        self.rejected_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client messages answered with an `error` since start.
+    pub fn rejected_messages(&self) -> u64 {
+        self.rejected_messages.load(Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+impl ServerState {
+    /// The shared state of a server bound to `local_addr` (hub mode gets a fresh hub id).
+    pub fn new(config: Config, local_addr: SocketAddr) -> ServerState {
+        let hub_peer_id = config.is_hub.then(PeerId::random);
+        let mesh = hub_peer_id.map(|hub_id| MeshConfig {
+            hub_id,
+            namespace: config.hub_mesh_namespace.clone(),
+            host: config.host.clone(),
+            port: local_addr.port(),
+            max_hops: config.hub_max_hops,
+            heartbeat: config.hub_heartbeat,
+            hub_token_set: config.hub_token.is_some(),
+            max_remote_peers: config.hub_max_remote_peers,
+            max_peer_data_bytes: config.max_peer_data_bytes,
+        });
+        let bootstrap: &[String] = if config.is_hub { &config.bootstrap_hubs } else { &[] };
+        ServerState {
+            registry: Registry::new(config.max_connections, mesh),
+            local_addr,
+            started: Instant::now(),
+            hub_peer_id,
+            shutting_down: AtomicBool::new(false),
+            next_serial: AtomicU64::new(1),
+            queue_budget: QueueBudget::new(config.max_queued_bytes, config.max_total_queued_bytes),
+            pending_handshakes: PendingHandshakes::new(
+                config.max_pending_handshakes,
+                config.max_pending_handshakes_per_ip,
+            ),
+            rejected_messages: AtomicU64::new(0),
+            messages_handled: AtomicU64::new(0),
+            bootstrap_links: BootstrapLinks::new(bootstrap),
+            thread_budget: ThreadBudget::for_this_system(config.max_threads),
+            config,
+        }
+    }
+}
