@@ -20,7 +20,8 @@ use tungstenite::protocol::Role;
 use crate::accept::request_head::read_head;
 use crate::context::ServerState;
 use crate::peer::outbox::new_peer;
-use crate::peer::{self, Incoming};
+use crate::peer::reader::{self, Incoming};
+use crate::peer::writer;
 use crate::registry::mesh::LinkEvent;
 use crate::util::clock::unix_millis;
 
@@ -127,7 +128,9 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
         .name(format!("hub-link-{serial}-tx"))
         .stack_size(super::HUB_THREAD_STACK)
         .spawn(move || {
-            crate::util::threads::contain_panic("hub link writer", || peer::run_writer(outbox, writer_shared.clone()));
+            crate::util::threads::contain_panic("hub link writer", || {
+                writer::run_writer(outbox, writer_shared.clone())
+            });
             writer_shared.kill();
         });
     if writer.is_err() {
@@ -136,7 +139,7 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     }
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
-    let reason = peer::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {
+    let reason = reader::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {
         if let Incoming::Text(text) = message {
             match state.registry.handle_link_message(serial, text) {
                 LinkEvent::Nothing => {}
@@ -151,7 +154,7 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     });
     state.registry.link_down(serial);
     drop(handle);
-    peer::linger(&shared);
+    reader::linger(&shared);
     LinkOutcome { reason, is_self }
 }
 
