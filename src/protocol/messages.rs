@@ -1,0 +1,281 @@
+//! What the server sends a peer: one function per message, each returning ready-to-send JSON text
+//! with the fields docs/protocol.md lists (which follow the JavaScript reference).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::protocol::client::SignalKind;
+use crate::protocol::link::Relay;
+use crate::protocol::peer_id::PeerId;
+use crate::util::clock::unix_millis;
+
+/// The members of a JSON object in their original order, values kept as raw JSON.
+struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'a> {
+            type Value = RawMembers<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The `data` of a `peer-discovered` for `peer`: `{"peerId","isHub",...announced fields}`.
+///
+/// The announced fields are passed through in their order, but `peerId` and `isHub` are always the
+/// server's own values **(safer)**: the reference lets announce data override them, so a peer could
+/// announce itself under somebody else's id (docs/protocol.md §2).
+pub fn discovery_data(peer: PeerId, is_hub: bool, announced: Option<&RawValue>) -> Box<RawValue> {
+    let mut json = String::with_capacity(64 + announced.map_or(0, |d| d.get().len()));
+    json.push_str("{\"peerId\":\"");
+    json.push_str(peer.as_str());
+    json.push_str("\",\"isHub\":");
+    json.push_str(if is_hub { "true" } else { "false" });
+    let members = announced.and_then(|d| serde_json::from_str::<RawMembers<'_>>(d.get()).ok());
+    for (name, value) in members.iter().flat_map(|m| m.0.iter()) {
+        if name == "peerId" || name == "isHub" {
+            continue;
+        }
+        json.push(',');
+        json.push_str(&to_json(&name));
+        json.push(':');
+        json.push_str(value.get());
+    }
+    json.push('}');
+    raw(json)
+}
+
+/// Every server message has this shape; absent parts are left out of the JSON. `relay` is only
+/// ever set on messages to other hubs.
+#[derive(Serialize)]
+pub(super) struct ServerMessage<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data: Option<&'a RawValue>,
+    #[serde(rename = "networkName", skip_serializing_if = "Option::is_none")]
+    pub(super) network_name: Option<&'a str>,
+    #[serde(rename = "fromPeerId")]
+    pub(super) from_peer_id: &'a str,
+    #[serde(rename = "targetPeerId", skip_serializing_if = "Option::is_none")]
+    pub(super) target_peer_id: Option<&'a str>,
+    pub(super) timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) relay: Option<&'a Relay>,
+}
+
+/// Sender id of messages the server itself originates.
+const SYSTEM: &str = "system";
+
+impl<'a> ServerMessage<'a> {
+    /// A message of `kind` from the server itself, stamped now, for no one in particular: the
+    /// builders below set whatever else their message has (`..ServerMessage::from_system(..)`).
+    pub(super) fn from_system(kind: &'a str, data: Option<&'a RawValue>) -> ServerMessage<'a> {
+        ServerMessage {
+            kind,
+            data,
+            network_name: None,
+            from_peer_id: SYSTEM,
+            target_peer_id: None,
+            timestamp: unix_millis(),
+            relay: None,
+        }
+    }
+}
+
+/// `connected`: the first message on every accepted connection.
+pub fn connected(peer: PeerId) -> String {
+    let data = raw(format!("{{\"peerId\":\"{peer}\"}}"));
+    encode(ServerMessage::from_system("connected", Some(&data)))
+}
+
+/// `peer-discovered`, telling `recipient` about the peer described by `data` (see [`discovery_data`]).
+pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> String {
+    encode(ServerMessage {
+        network_name: Some(network),
+        target_peer_id: Some(recipient.as_str()),
+        ..ServerMessage::from_system("peer-discovered", Some(data))
+    })
+}
+
+/// `peer-disconnected`, telling `recipient` that `peer` left `network`.
+///
+/// `networkName` is included even though the reference's broadcast omits it: the client drops
+/// messages whose network is not its own, so without it only `global` peers would ever hear.
+pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str, recipient: PeerId) -> String {
+    let now = unix_millis();
+    let data = departure_data(peer, is_hub, reason, now);
+    encode(ServerMessage {
+        network_name: Some(network),
+        target_peer_id: Some(recipient.as_str()),
+        timestamp: now,
+        ..ServerMessage::from_system("peer-disconnected", Some(&data))
+    })
+}
+
+/// The `data` of a `peer-disconnected`: `{"peerId","isHub","reason","timestamp"}`.
+pub(super) fn departure_data(peer: PeerId, is_hub: bool, reason: &str, timestamp: u64) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        #[serde(rename = "peerId")]
+        peer_id: PeerId,
+        #[serde(rename = "isHub")]
+        is_hub: bool,
+        reason: &'a str,
+        timestamp: u64,
+    }
+    raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp }))
+}
+
+/// A routed signal, as delivered to its target. `from` is always the sending connection's own id
+/// **(safer)** (docs/protocol.md §3).
+pub fn signal(kind: SignalKind, data: Option<&RawValue>, from: PeerId, target: PeerId, network: &str) -> String {
+    encode(ServerMessage {
+        network_name: Some(network),
+        from_peer_id: from.as_str(),
+        target_peer_id: Some(target.as_str()),
+        ..ServerMessage::from_system(kind.as_str(), data)
+    })
+}
+
+/// `pong`, the answer to a client's `ping`.
+pub fn pong(recipient: PeerId) -> String {
+    let now = unix_millis();
+    let data = raw(format!("{{\"timestamp\":{now}}}"));
+    encode(ServerMessage {
+        target_peer_id: Some(recipient.as_str()),
+        timestamp: now,
+        ..ServerMessage::from_system("pong", Some(&data))
+    })
+}
+
+/// Error codes the server puts in the `code` field of its `error` replies, so clients can tell
+/// them apart without parsing the human-readable text.
+pub mod error_code {
+    /// The reference's reply to a `type` it does not route.
+    pub const UNSUPPORTED_TYPE: &str = "unsupported-type";
+    /// A signal from a peer that has not announced, or that names another network than its own.
+    pub const NOT_IN_NETWORK: &str = "not-in-network";
+    /// A signal for a peer that is not connected in the sender's network.
+    pub const UNKNOWN_TARGET: &str = "unknown-target";
+    /// A binary frame: the protocol is JSON text only.
+    pub const BINARY_FRAME: &str = "binary-not-supported";
+    /// Messages beyond `MAX_MESSAGES_PER_SEC` / `MESSAGE_BURST`: dropped.
+    pub const RATE_LIMITED: &str = "rate-limited";
+    /// An announce as a hub from a connection without the hub credential: it stays an ordinary peer.
+    pub const NOT_A_HUB_LINK: &str = "not-a-hub-link";
+}
+
+/// `error`: `{"type":"error","error":<text>,"code":<code>,"timestamp":<ms>}`.
+pub fn error(code: &str, text: &str) -> String {
+    #[derive(Serialize)]
+    struct ErrorMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        error: &'a str,
+        code: &'a str,
+        timestamp: u64,
+    }
+    to_json(&ErrorMessage { kind: "error", error: text, code, timestamp: unix_millis() })
+}
+
+/// The reference's text for a `type` it does not route (docs/protocol.md §2).
+pub fn unsupported_type_text(kind: &str) -> String {
+    format!(
+        "Signaling server does not route '{kind}' messages. Use WebRTC data channels for peer-to-peer communication."
+    )
+}
+
+pub(super) fn encode(message: ServerMessage<'_>) -> String {
+    to_json(&message)
+}
+
+/// Serialises a value built from strings, numbers, booleans and already-valid raw JSON. That cannot
+/// fail, so the fallback is never used; it exists so that no `unwrap` sits on the message path.
+pub(super) fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| String::from("null"))
+}
+
+/// Wraps text this module built as valid JSON.
+pub(super) fn raw(json: String) -> Box<RawValue> {
+    RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::protocol::peer_id::PeerId;
+    use crate::protocol::*;
+    use serde_json::value::RawValue;
+    use serde_json::{Value, json};
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn id(text: &str) -> PeerId {
+        PeerId::parse(text).unwrap()
+    }
+
+    fn value(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn discovery_data_passes_fields_through_but_never_lets_them_override_identity() {
+        let announced =
+            RawValue::from_string(r#"{"peerId":"spoof","isHub":true,"name":"n","nested":{"a":[1]}}"#.into()).unwrap();
+        let data = discovery_data(id(A), false, Some(&announced));
+        assert_eq!(value(data.get()), json!({"peerId": A, "isHub": false, "name": "n", "nested": {"a": [1]}}));
+        assert_eq!(value(discovery_data(id(A), true, None).get()), json!({"peerId": A, "isHub": true}));
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_fields() {
+        let v = value(&connected(id(A)));
+        assert_eq!(
+            (v["type"].as_str(), v["data"]["peerId"].as_str(), v["fromPeerId"].as_str()),
+            (Some("connected"), Some(A), Some("system"))
+        );
+        assert!(v["timestamp"].is_u64());
+
+        let data = discovery_data(id(A), false, None);
+        let v = value(&peer_discovered(&data, "net", id(B)));
+        assert_eq!(v["type"], "peer-discovered");
+        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
+
+        let v = value(&peer_disconnected(id(A), false, "goodbye", "net", id(B)));
+        assert_eq!(v["data"]["peerId"], A);
+        assert_eq!(v["data"]["reason"], "goodbye");
+        assert_eq!((v["networkName"].as_str(), v["targetPeerId"].as_str()), (Some("net"), Some(B)));
+
+        let sdp = RawValue::from_string(r#"{"sdp":"x"}"#.into()).unwrap();
+        let v = value(&signal(SignalKind::Offer, Some(&sdp), id(A), id(B), "global"));
+        assert_eq!(
+            v,
+            json!({"type":"offer","data":{"sdp":"x"},"networkName":"global","fromPeerId":A,"targetPeerId":B,"timestamp":v["timestamp"]})
+        );
+
+        let v = value(&pong(id(A)));
+        assert_eq!((v["type"].as_str(), v["targetPeerId"].as_str()), (Some("pong"), Some(A)));
+        assert!(v["data"]["timestamp"].is_u64());
+
+        let v = value(&error(error_code::UNSUPPORTED_TYPE, &unsupported_type_text("chat")));
+        assert_eq!(v["type"], "error");
+        assert!(v["error"].as_str().unwrap().starts_with("Signaling server does not route 'chat' messages."));
+    }
+}
