@@ -40,6 +40,7 @@ impl Server {
     /// # Ok::<(), peerpigeon::Error>(())
     /// ```
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
+        crate::platform::malloc::tune_for_many_threads();
         let listener = bind(&config)?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;
         let state = Arc::new(ServerState::new(config, local_addr));

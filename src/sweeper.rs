@@ -39,7 +39,7 @@ pub(crate) fn run_sweeper(state: Arc<ServerState>, stop: Receiver<()>) {
                     // to be faulted straight back in, which costs more than keeping them.
                     let handled = state.messages_handled.load(Ordering::Relaxed);
                     if handled == handled_before {
-                        release_free_memory();
+                        crate::platform::malloc::release_free_memory();
                     }
                     handled_before = handled;
                     last_trim = Instant::now();
@@ -72,22 +72,3 @@ fn sweep(state: &ServerState) {
         crate::log_info!("closed {closed} idle peers");
     }
 }
-
-/// Gives freed heap pages back to the operating system. glibc keeps memory freed by a thread cached
-/// in that thread's arena; with a thread per connection, a burst (a network of a thousand peers
-/// announcing at once is a million messages) would otherwise leave the resident size high long
-/// after the messages are gone.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: `malloc_trim` takes no pointers; it only returns unused pages of the allocator's own
-    // heaps to the kernel, and is safe to call from any thread at any time.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}

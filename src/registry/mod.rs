@@ -17,14 +17,18 @@ use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
 use crate::peer::outbox::PeerHandle;
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
-use crate::registry::mesh::{Direction, MeshConfig, MeshState};
+use crate::registry::mesh::{
+    AnnouncedPeer, Direction, LinkEvent, LinkId, LinkInfo, LocalPeers, Mesh, MeshConfig, Outgoing,
+};
 use crate::util::throttled_log::ThrottledLog;
 
 /// Why a new connection was not registered. Each maps to a 1008 close reason of the reference.
@@ -77,7 +81,7 @@ pub(crate) struct Announcement {
     pub is_hub: bool,
     /// The `data` of the `peer-discovered` that describes this peer, built once at announce.
     pub discovery: Box<RawValue>,
-    /// Orders this announcement against others of the same peer across hubs (`mesh.rs`).
+    /// Orders this announcement against others of the same peer across hubs (`mesh`).
     pub seq: u64,
 }
 
@@ -86,11 +90,13 @@ pub(crate) struct PeerEntry {
     pub announced: Option<Announcement>,
 }
 
-/// Everything behind the registry's lock. `mesh.rs` adds the hub-mode half.
+/// Everything behind the registry's lock.
 pub(crate) struct State {
     pub peers: HashMap<PeerId, PeerEntry>,
     pub networks: HashMap<Arc<str>, HashSet<PeerId>>,
-    pub mesh: MeshState,
+    /// Hub mode: the relay state (`mesh`), and the connections of the links it sends over.
+    mesh: Option<Mesh>,
+    links: HashMap<LinkId, Arc<PeerHandle>>,
     shutting_down: bool,
 }
 
@@ -107,8 +113,13 @@ pub struct Registry {
 impl Registry {
     /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
     pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
-        let state =
-            State { peers: HashMap::new(), networks: HashMap::new(), mesh: MeshState::new(mesh), shutting_down: false };
+        let state = State {
+            peers: HashMap::new(),
+            networks: HashMap::new(),
+            mesh: mesh.map(|config| Mesh::new(config, Instant::now())),
+            links: HashMap::new(),
+            shutting_down: false,
+        };
         Registry {
             state: Mutex::new(state),
             published: PublishedCounts::default(),
@@ -117,7 +128,7 @@ impl Registry {
         }
     }
 
-    /// Takes the lock (also used by `mesh.rs`); the counts are published when it is let go.
+    /// Takes the lock; the counts are published when it is let go.
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked { guard: self.state.lock(), published: &self.published }
     }
@@ -186,7 +197,7 @@ impl Registry {
             state.leave_network(peer, "network-change");
         }
         let network = state.join_network(peer, network);
-        let seq = state.mesh.next_stamp();
+        let seq = state.mesh.as_mut().map_or(0, Mesh::next_stamp);
         if let Some(entry) = state.peers.get_mut(&peer) {
             entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, seq });
         }
@@ -209,30 +220,29 @@ impl Registry {
                 }
             }
         }
-        state.mesh_local_announced(peer, &network, is_hub);
+        state.with_mesh(|mesh, local| {
+            if let Some(a) = local.peers.get(&peer).and_then(|e| e.announced.as_ref()) {
+                mesh.local_announced(peer, &network, a.is_hub, a.seq, &a.discovery);
+            }
+        });
         // In hub mode, a hub announcing to us becomes a link if it holds the hub credential
         // (docs/protocol.md §5, "Who is a hub"); without it, it stays an ordinary peer.
-        if is_hub
-            && state.mesh.config.is_some()
-            && let Some(entry) = state.peers.get(&peer)
-            && !entry.handle.is_link()
-        {
-            if !entry.handle.may_link() {
-                let hub_token_set = state.mesh.config.as_ref().is_some_and(|c| c.hub_token_set);
-                refused_link(&entry.handle, hub_token_set);
-                let why = if hub_token_set {
-                    "Not accepted as a hub link: present this mesh's HUB_TOKEN; served as an ordinary peer"
-                } else {
-                    "Not accepted as a hub link: this hub has no HUB_TOKEN and takes links from its own machine only; served as an ordinary peer"
-                };
-                entry.handle.send_text(protocol::error(protocol::error_code::NOT_A_HUB_LINK, why));
-                return;
-            }
-            let handle = entry.handle.clone();
-            let fields = protocol::PeerFields::of(entry.announced.as_ref().map(|a| &*a.discovery));
-            let speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
-            state.add_link(handle, Direction::Inbound, speaks_relay, Some(peer));
+        let Some(hub_token_set) = state.mesh.as_ref().map(Mesh::hub_token_set) else { return };
+        let Some(entry) = state.peers.get(&peer).filter(|e| is_hub && !e.handle.is_link()) else { return };
+        if !entry.handle.may_link() {
+            refused_link(&entry.handle, hub_token_set);
+            let why = if hub_token_set {
+                "Not accepted as a hub link: present this mesh's HUB_TOKEN; served as an ordinary peer"
+            } else {
+                "Not accepted as a hub link: this hub has no HUB_TOKEN and takes links from its own machine only; served as an ordinary peer"
+            };
+            entry.handle.send_text(protocol::error(protocol::error_code::NOT_A_HUB_LINK, why));
+            return;
         }
+        let handle = entry.handle.clone();
+        let fields = protocol::PeerFields::of(entry.announced.as_ref().map(|a| &*a.discovery));
+        let speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
+        state.add_link(handle, Direction::Inbound, speaks_relay, Some(peer));
     }
 
     /// Takes `peer` out of its network and tells the others it left with `reason` (a `goodbye`).
@@ -268,11 +278,9 @@ impl Registry {
             handle.send_signal(protocol::signal(kind, data, sender, target, network));
             return Ok(());
         }
-        if state.relay_local_signal(kind, sender, target, network, data) {
-            Ok(())
-        } else {
-            Err(RouteError::UnknownTarget)
-        }
+        let now = Instant::now();
+        let relayed = state.with_mesh(|mesh, _| mesh.local_signal(kind, sender, target, network, data, now));
+        if relayed == Some(true) { Ok(()) } else { Err(RouteError::UnknownTarget) }
     }
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
@@ -297,6 +305,73 @@ impl Registry {
             hubs: self.published.hubs.load(Ordering::Relaxed),
             networks: self.published.networks.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Hub mode: the links and the mesh, for the link threads, the mesh timer, shutdown and the HTTP
+/// endpoints. On a server that is not a hub there are no links and these do nothing.
+impl Registry {
+    /// Registers an outbound link (a `BOOTSTRAP_HUBS` connection that just opened).
+    pub fn link_up(&self, handle: Arc<PeerHandle>, uri: &str) {
+        self.lock().add_link(handle, Direction::Outbound { uri: uri.to_string() }, false, None);
+    }
+
+    /// Forgets link `link` (its connection ended).
+    pub fn link_down(&self, link: LinkId) {
+        self.lock().remove_link(link);
+    }
+
+    /// Handles one message that arrived over link `link`.
+    pub fn handle_link_message(&self, link: LinkId, text: &str) -> LinkEvent {
+        let Ok(message) = protocol::parse_link_message(text) else {
+            crate::log_debug!("ignored an unreadable message on hub link {link}");
+            return LinkEvent::Nothing;
+        };
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.with_mesh(|mesh, local| mesh.on_link_message(link, &message, local, now)).unwrap_or(LinkEvent::Nothing)
+    }
+
+    /// The mesh's timed work (`Mesh::tick`); returns how long the timer may sleep.
+    pub fn mesh_tick(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.lock().with_mesh(|mesh, local| mesh.tick(local, now));
+        next.map_or(Duration::from_secs(3600), |next| next.saturating_duration_since(now))
+    }
+
+    /// Signalled when the mesh timer should run [`Self::mesh_tick`] before the time it was given.
+    pub fn mesh_timer_wakeups(&self) -> Receiver<()> {
+        self.lock().mesh.as_ref().map_or_else(crossbeam_channel::never, Mesh::timer_wakeups)
+    }
+
+    /// Tells every hub link that this hub's peers are leaving (it is shutting down).
+    pub fn say_farewell_to_links(&self) {
+        self.lock().with_mesh(|mesh, local| mesh.farewell(local));
+    }
+
+    /// The hub links now up, both directions, for `/hubs` and `/hubstats`.
+    pub fn mesh_links(&self) -> Vec<LinkInfo> {
+        self.lock().mesh.as_ref().map_or_else(Vec::new, Mesh::links)
+    }
+
+    /// How many hub links are up, both directions.
+    pub fn link_count(&self) -> usize {
+        self.lock().links.len()
+    }
+
+    /// Reachability checks decided since start, and hubs they found cut off, for `/hubstats`.
+    pub fn reach_checks(&self) -> (u64, u64) {
+        self.lock().mesh.as_ref().map_or((0, 0), Mesh::reach_checks)
+    }
+
+    /// How many peers of other hubs this hub knows.
+    pub fn remote_peer_count(&self) -> usize {
+        self.lock().mesh.as_ref().map_or(0, Mesh::remote_count)
+    }
+
+    /// The open hub links, for shutdown to close.
+    pub fn link_handles(&self) -> Vec<Arc<PeerHandle>> {
+        self.lock().links.values().cloned().collect()
     }
 }
 
@@ -343,7 +418,7 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         let published = self.published;
         publish(&published.peers, self.guard.peers.len());
-        publish(&published.hubs, self.guard.mesh.links.len());
+        publish(&published.hubs, self.guard.links.len());
         publish(&published.networks, self.guard.networks.len());
     }
 }
@@ -396,7 +471,7 @@ impl State {
                 entry.handle.send_text(protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other));
             }
         }
-        self.mesh_local_left(peer, &network, announced.is_hub, announced.seq, reason);
+        self.with_mesh(|mesh, _| mesh.local_left(peer, &network, announced.is_hub, announced.seq, reason));
     }
 
     /// Forgets `peer` entirely, telling its network (and, if it was a hub link, dropping the link).
@@ -406,6 +481,91 @@ impl State {
             && entry.handle.is_link()
         {
             self.remove_link(entry.handle.serial);
+        }
+    }
+
+    /// Registers an open link and lets the mesh greet it and tell it what this hub knows.
+    fn add_link(&mut self, handle: Arc<PeerHandle>, direction: Direction, speaks_relay: bool, remote: Option<PeerId>) {
+        let link = handle.serial;
+        handle.mark_link();
+        self.links.insert(link, handle);
+        self.with_mesh(|mesh, local| mesh.link_up(link, direction, speaks_relay, remote, local));
+    }
+
+    /// Forgets link `link`, and lets the mesh work out what went with it.
+    fn remove_link(&mut self, link: LinkId) {
+        if self.links.remove(&link).is_some() {
+            self.with_mesh(|mesh, local| mesh.link_down(link, local, Instant::now()));
+        }
+    }
+
+    /// Hub mode: runs `work` on the mesh, with a view of this hub's own peers, then sends what the
+    /// mesh asked to (queueing, as everything under the lock). `None` when not a hub.
+    fn with_mesh<R>(&mut self, work: impl FnOnce(&mut Mesh, &LocalView<'_>) -> R) -> Option<R> {
+        let State { peers, networks, mesh, links, .. } = self;
+        let mesh = mesh.as_mut()?;
+        let local = LocalView { peers, networks };
+        let result = work(mesh, &local);
+        for outgoing in mesh.outgoing() {
+            match outgoing {
+                Outgoing::Link(link, text) => {
+                    if let Some(handle) = links.get(&link) {
+                        handle.send_text(text);
+                    }
+                }
+                Outgoing::Peer(peer, text) => {
+                    if let Some(entry) = peers.get(&peer) {
+                        entry.handle.send_text(text);
+                    }
+                }
+                Outgoing::CloseLink(link) => {
+                    if let Some(handle) = links.get(&link) {
+                        handle.close(1000, "Link to self");
+                    }
+                }
+            }
+        }
+        mesh.release_outgoing_room();
+        Some(result)
+    }
+}
+
+/// This hub's own peers, as the mesh sees them.
+struct LocalView<'a> {
+    peers: &'a HashMap<PeerId, PeerEntry>,
+    networks: &'a HashMap<Arc<str>, HashSet<PeerId>>,
+}
+
+impl LocalPeers for LocalView<'_> {
+    fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    fn network_of(&self, peer: PeerId) -> Option<&str> {
+        self.peers.get(&peer)?.announced.as_ref().map(|a| &*a.network)
+    }
+
+    fn each_announced(&self, network: Option<&str>, each: &mut dyn FnMut(AnnouncedPeer<'_>)) {
+        let mut visit = |id: &PeerId, entry: &PeerEntry| {
+            if let Some(a) = &entry.announced {
+                each(AnnouncedPeer {
+                    id: *id,
+                    network: &a.network,
+                    is_hub: a.is_hub,
+                    seq: a.seq,
+                    discovery: &a.discovery,
+                });
+            }
+        };
+        match network {
+            Some(network) => {
+                for id in self.networks.get(network).into_iter().flatten() {
+                    if let Some(entry) = self.peers.get(id) {
+                        visit(id, entry);
+                    }
+                }
+            }
+            None => self.peers.iter().for_each(|(id, entry)| visit(id, entry)),
         }
     }
 }
