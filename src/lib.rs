@@ -36,6 +36,8 @@
 //! # Ok::<(), peerpigeon::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 mod accept;
 mod config;
 mod context;

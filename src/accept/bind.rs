@@ -46,7 +46,7 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
         let addr = SocketAddr::new(ip, port);
         match TcpListener::bind(addr) {
             Ok(listener) => {
-                deepen_backlog(&listener);
+                crate::platform::socket_flags::deepen_backlog(&listener);
                 return Ok(listener);
             }
             Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
@@ -55,24 +55,3 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
     }
     Err(failure)
 }
-
-/// Connections the kernel may hold complete but not yet accepted. The standard library listens
-/// with 128; when thousands of peers connect at once the acceptor cannot always keep up, and past
-/// the backlog a client's connection attempt is dropped and retried only a second later. Node,
-/// and so the reference, uses 511; calling `listen` again on a listening socket just changes it.
-const LISTEN_BACKLOG: i32 = 1024;
-
-#[cfg(unix)]
-fn deepen_backlog(listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    unsafe extern "C" {
-        fn listen(fd: i32, backlog: i32) -> i32;
-    }
-    // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
-    if unsafe { listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());
-    }
-}
-
-#[cfg(not(unix))]
-fn deepen_backlog(_listener: &TcpListener) {}

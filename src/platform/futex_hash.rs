@@ -9,9 +9,9 @@
 //! discovery stalled. So the server asks for a bucket per thread it may run (`PR_FUTEX_HASH`).
 //! Older kernels do not know the request and keep their global table, which is what they had.
 
-/// `prctl` option and sub-command (linux/prctl.h, Linux 6.16+).
-const PR_FUTEX_HASH: i32 = 78;
-const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+/// `prctl` option and sub-command (linux/prctl.h, Linux 6.16+; newer than the libc crate).
+const PR_FUTEX_HASH: libc::c_int = 78;
+const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
 /// Bucket counts asked for are kept within these (each bucket is about 64 bytes).
 const MIN_SLOTS: usize = 1024;
 const MAX_SLOTS: usize = 1 << 16;
@@ -20,13 +20,11 @@ const MAX_SLOTS: usize = 1 << 16;
 /// number of buckets set, or `None` where the kernel has no such setting.
 #[cfg(target_os = "linux")]
 pub fn size_for_threads(threads: usize) -> Option<usize> {
-    unsafe extern "C" {
-        fn prctl(option: i32, ...) -> i32;
-    }
     let slots = threads.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
     // SAFETY: PR_FUTEX_HASH takes only integers (sub-command, slot count, flags); the unused
     // trailing argument is passed as zero, as prctl(2) asks.
-    let result = unsafe { prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots as u64, 0u64, 0u64) };
+    let result =
+        unsafe { libc::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots as libc::c_ulong, 0 as libc::c_ulong) };
     (result == 0).then_some(slots)
 }
 

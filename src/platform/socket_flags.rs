@@ -1,5 +1,6 @@
-//! `send(2)` and `recv(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`),
-//! looking without taking (`MSG_PEEK`), and held back to leave with what follows (`MSG_MORE`).
+//! Socket calls std does not offer: `send(2)` and `recv(2)` without waiting (`MSG_DONTWAIT`),
+//! looking without taking (`MSG_PEEK`), held back to leave with what follows (`MSG_MORE`); and a
+//! deeper listen backlog.
 //!
 //! A peer's socket is shared by its reader, which blocks in `read`, and whoever writes to it.
 //! Switching the socket to non-blocking mode would switch the reader too (and costs two more
@@ -16,30 +17,24 @@ pub(crate) const AVAILABLE: bool = cfg!(target_os = "linux");
 
 #[cfg(target_os = "linux")]
 mod sys {
-    unsafe extern "C" {
-        fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
-        fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
-    }
-    pub(super) const MSG_PEEK: i32 = 0x02;
-    pub(super) const MSG_DONTWAIT: i32 = 0x40;
-    pub(super) const MSG_MORE: i32 = 0x8000;
-    pub(super) const MSG_NOSIGNAL: i32 = 0x4000;
+    use std::os::fd::AsRawFd;
+
+    pub(super) use libc::{MSG_DONTWAIT, MSG_MORE, MSG_PEEK};
 
     /// One `send` on `socket`: how many bytes were taken. Never raises SIGPIPE.
     pub(super) fn send_with(socket: &std::net::TcpStream, bytes: &[u8], flags: i32) -> std::io::Result<usize> {
-        use std::os::fd::AsRawFd;
         // SAFETY: the descriptor belongs to `socket`, which outlives the call, and `bytes` is a
         // valid buffer of the length passed.
-        let sent = unsafe { send(socket.as_raw_fd(), bytes.as_ptr(), bytes.len(), flags | MSG_NOSIGNAL) };
+        let sent =
+            unsafe { libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags | libc::MSG_NOSIGNAL) };
         if sent < 0 { Err(std::io::Error::last_os_error()) } else { Ok(sent as usize) }
     }
 
     /// One `recv` on `socket`: how many bytes were copied into `buffer`.
     pub(super) fn recv_with(socket: &std::net::TcpStream, buffer: &mut [u8], flags: i32) -> std::io::Result<usize> {
-        use std::os::fd::AsRawFd;
         // SAFETY: the descriptor belongs to `socket`, which outlives the call, and `buffer` is
         // valid for writes of the length passed.
-        let received = unsafe { recv(socket.as_raw_fd(), buffer.as_mut_ptr(), buffer.len(), flags) };
+        let received = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), flags) };
         if received < 0 { Err(std::io::Error::last_os_error()) } else { Ok(received as usize) }
     }
 }
@@ -131,3 +126,22 @@ mod tests {
         assert_eq!(received.len(), taken);
     }
 }
+
+/// Connections the kernel may hold complete but not yet accepted. The standard library listens
+/// with 128; when thousands of peers connect at once the acceptor cannot always keep up, and past
+/// the backlog a client's connection attempt is dropped and retried only a second later. Node,
+/// and so the reference, uses 511; calling `listen` again on a listening socket just changes it.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Deepens `listener`'s backlog to [`LISTEN_BACKLOG`]. Best effort.
+#[cfg(unix)]
+pub(crate) fn deepen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(not(unix))]
+pub(crate) fn deepen_backlog(_listener: &std::net::TcpListener) {}

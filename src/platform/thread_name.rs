@@ -9,16 +9,12 @@ const MAX_NAME: usize = 15;
 /// Renames the calling thread to `name` (cut to 15 bytes). Best effort: a failure is ignored.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) fn rename_current_thread(name: &str) {
-    unsafe extern "C" {
-        fn pthread_self() -> usize;
-        fn pthread_setname_np(thread: usize, name: *const std::ffi::c_char) -> i32;
-    }
     let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(MAX_NAME).collect();
     bytes.push(0);
     // SAFETY: `bytes` is NUL-terminated, at most 16 bytes as Linux requires, and outlives the
-    // call; `pthread_self` (a `pthread_t`, an unsigned long on glibc) names the calling thread.
+    // call; `pthread_self` names the calling thread.
     unsafe {
-        pthread_setname_np(pthread_self(), bytes.as_ptr().cast());
+        libc::pthread_setname_np(libc::pthread_self(), bytes.as_ptr().cast());
     }
 }
 

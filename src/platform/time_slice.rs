@@ -29,50 +29,29 @@ pub(crate) fn use_default_slice() {
 }
 
 /// Sets the calling thread's slice (0: the default), keeping its policy and nice value.
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(target_os = "linux")]
 fn set_slice(nanoseconds: u64) -> bool {
-    /// `struct sched_attr`, as in linux/sched/types.h (its first published size).
-    #[repr(C)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-    }
-    unsafe extern "C" {
-        fn syscall(number: i64, ...) -> i64;
-        fn getpriority(which: i32, who: u32) -> i32;
-    }
-    #[cfg(target_arch = "x86_64")]
-    const SYS_SCHED_SETATTR: i64 = 314;
-    #[cfg(target_arch = "aarch64")]
-    const SYS_SCHED_SETATTR: i64 = 274;
     const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
-    const PRIO_PROCESS: i32 = 0;
     // The request sets the nice value too: pass the thread's own (`who` 0: the calling thread).
     // SAFETY: getpriority only reads the calling thread's nice value.
-    let nice = unsafe { getpriority(PRIO_PROCESS, 0) };
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: 0,
-        flags: SCHED_FLAG_KEEP_POLICY,
-        nice,
-        priority: 0,
-        runtime: nanoseconds,
-        deadline: 0,
-        period: 0,
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let attr = libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: 0,
+        sched_flags: SCHED_FLAG_KEEP_POLICY,
+        sched_nice: nice,
+        sched_priority: 0,
+        sched_runtime: nanoseconds,
+        sched_deadline: 0,
+        sched_period: 0,
     };
     // SAFETY: `attr` is a valid, fully initialised sched_attr of the size it declares and outlives
     // the call; pid 0 is the calling thread; flags 0.
-    let result = unsafe { syscall(SYS_SCHED_SETATTR, 0i64, &attr as *const SchedAttr, 0i64) };
+    let result = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) };
     result == 0
 }
 
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+#[cfg(not(target_os = "linux"))]
 fn set_slice(_nanoseconds: u64) -> bool {
     false
 }
