@@ -32,6 +32,9 @@ const PEEK_LEN: usize = 2048;
 /// there is one. Looks without taking anything off the socket, and without waiting.
 pub(crate) fn waiting_plain_request(stream: &TcpStream) -> Option<RequestHead> {
     let mut buffer = [0u8; PEEK_LEN];
+    if crate::platform::switched_off("http_desk") {
+        return None;
+    }
     let len = crate::platform::socket_flags::peek_without_waiting(stream, &mut buffer).ok()?;
     let end = find_head_end(&buffer[..len])?;
     RequestHead::parse(&buffer[..end]).ok().filter(|head| !head.wants_websocket())

@@ -211,7 +211,7 @@ impl PeerHandle {
     /// queued ahead of it and the writer is not writing, queued otherwise (see the module docs).
     /// Never waits. Returns `false` if the signal could not be sent (as [`Self::send_text`]).
     pub fn send_signal(&self, text: String) -> bool {
-        if !crate::platform::socket_flags::AVAILABLE || self.shared.role != Role::Server {
+        if !crate::platform::socket_flags::direct_writes() || self.shared.role != Role::Server {
             return self.send_text(text);
         }
         let Some(mut wire) = self.shared.wire.try_lock() else {

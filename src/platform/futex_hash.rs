@@ -20,6 +20,9 @@ const MAX_SLOTS: usize = 1 << 16;
 /// number of buckets set, or `None` where the kernel has no such setting.
 #[cfg(target_os = "linux")]
 pub fn size_for_threads(threads: usize) -> Option<usize> {
+    if super::switched_off("futex_hash") {
+        return None;
+    }
     let slots = threads.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
     // SAFETY: PR_FUTEX_HASH takes only integers (sub-command, slot count, flags); the unused
     // trailing argument is passed as zero, as prctl(2) asks.

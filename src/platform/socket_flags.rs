@@ -6,14 +6,21 @@
 //! Switching the socket to non-blocking mode would switch the reader too (and costs two more
 //! system calls), so a caller that wants only what the kernel can do at once asks for that on the
 //! one call instead (see `PeerHandle::send_signal`, `http_desk`). Elsewhere than Linux,
-//! [`AVAILABLE`] is false: callers queue or start a thread as they would otherwise, and a held-back
+//! those calls are not made: callers queue or start a thread as they would otherwise, and a held-back
 //! write is a plain one.
 
 use std::io;
 use std::net::TcpStream;
 
 /// Whether [`write_without_waiting`] and [`peek_without_waiting`] can be used here.
-pub(crate) const AVAILABLE: bool = cfg!(target_os = "linux");
+const AVAILABLE: bool = cfg!(target_os = "linux");
+
+/// Whether a sender may write a signal straight to its target's socket (see `outbox`).
+pub(crate) fn direct_writes() -> bool {
+    // Asked once per signal: the answer is worked out once.
+    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DIRECT.get_or_init(|| AVAILABLE && !super::switched_off("direct_write"))
+}
 
 #[cfg(target_os = "linux")]
 mod sys {
@@ -137,6 +144,9 @@ const LISTEN_BACKLOG: libc::c_int = 1024;
 #[cfg(unix)]
 pub(crate) fn deepen_backlog(listener: &std::net::TcpListener) {
     use std::os::fd::AsRawFd;
+    if super::switched_off("listen_backlog") {
+        return;
+    }
     // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
     if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());

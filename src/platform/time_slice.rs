@@ -32,6 +32,9 @@ pub(crate) fn use_default_slice() {
 #[cfg(target_os = "linux")]
 fn set_slice(nanoseconds: u64) -> bool {
     const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+    if super::switched_off("time_slice") {
+        return false;
+    }
     // The request sets the nice value too: pass the thread's own (`who` 0: the calling thread).
     // SAFETY: getpriority only reads the calling thread's nice value.
     let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
