@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Capacity: 10,000 peers (100 networks of 100) connect and announce at once, against PeerPigeon-rs
 # (MAX_CONNECTIONS=12000) and then the JavaScript reference (maxConnections 12000); one JSON line
-# each from examples/loadgen.rs: connect failures, full-discovery time, incomplete peers, RSS per
+# each from bench/loadgen.rs: connect failures, full-discovery time, incomplete peers, RSS per
 # peer, and the latency of GET /health polled every 100 ms throughout.
 #
 #   bash bench/capacity.sh [peers=10000] [networks=100]
@@ -16,8 +16,8 @@ if [ "$(cat /proc/sys/vm/max_map_count)" -lt 131072 ] || [ "$(cat /proc/sys/kern
   exit 1
 fi
 ulimit -n "$(ulimit -Hn)"
-(cd "$root" && cargo build --release --quiet --example loadgen)
-loadgen="$root/target/release/examples/loadgen"
+(cd "$root" && cargo build --release --quiet -p peerpigeon-bench --bin loadgen)
+loadgen="$root/target/release/loadgen"
 
 port="$(free_port)"
 start_rust "capacity-rs" "$port" MAX_CONNECTIONS=12000 MAX_PENDING_HANDSHAKES_PER_IP=1024

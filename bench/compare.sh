@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side performance: PeerPigeon-rs against the JavaScript reference (peerpigeon@1.1.3),
-# measured from the outside by the same load generator (examples/loadgen.rs), servers alternating,
+# measured from the outside by the same load generator (bench/loadgen.rs), servers alternating,
 # several runs each, plus two linked hubs of each kind; prints a table of medians and ratios
 # (PeerPigeon-rs / reference).
 #
@@ -11,8 +11,8 @@
 source "$(dirname "$0")/../interop/common.sh"
 runs="${1:-3}"
 peers="${2:-1000}"
-(cd "$root" && cargo build --release --quiet --example loadgen)
-loadgen="$root/target/release/examples/loadgen"
+(cd "$root" && cargo build --release --quiet -p peerpigeon-bench --bin loadgen)
+loadgen="$root/target/release/loadgen"
 results="$root/bench/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 : >"$results"
 

@@ -5,7 +5,7 @@
 //! Start a server (`cargo run --release`), then:
 //!
 //! ```text
-//! cargo run --release --example soak -- ws://127.0.0.1:3000 --seconds 600 --workers 200 --networks 20
+//! cargo run --release -p peerpigeon-bench --bin soak -- ws://127.0.0.1:3000 --seconds 600 --workers 200 --networks 20
 //! ```
 //!
 //! Each worker thread plays one peer after another: connect with a fresh id, announce into a random

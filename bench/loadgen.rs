@@ -2,11 +2,11 @@
 //! measures it from the outside, with blocking WebSocket clients, and prints one line of JSON.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- connect --url ws://127.0.0.1:3000 --peers 1000 [--networks 1] [--pid PID]
-//! cargo run --release --example loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --inflight 4
-//! cargo run --release --example loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --rate 5000
-//! cargo run --release --example loadgen -- churn   --url ws://127.0.0.1:3000 --workers 100 --seconds 10
-//! cargo run --release --example loadgen -- hub     --url ws://127.0.0.1:3000 --url2 ws://127.0.0.1:3001 --peers 200 --rate 1000
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- connect --url ws://127.0.0.1:3000 --peers 1000 [--networks 1] [--pid PID]
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --inflight 4
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --rate 5000
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- churn   --url ws://127.0.0.1:3000 --workers 100 --seconds 10
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- hub     --url ws://127.0.0.1:3000 --url2 ws://127.0.0.1:3001 --peers 200 --rate 1000
 //! ```
 //!
 //! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
@@ -24,6 +24,8 @@
 //!
 //! With `--pid` the server's RSS, peak RSS and thread count are read from `/proc/PID/status`;
 //! `connect` reads them again `--settle` seconds (1) after the last discovery.
+
+mod system;
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -102,9 +104,9 @@ fn usage() -> ! {
 fn main() {
     let options = parse_options();
     // A thread per simulated peer: give the kernel's futex table room for them (see the server's
-    // src/futex_hash.rs), or the load generator itself stalls at thousands of peers.
-    peerpigeon::size_futex_hash_for_threads(options.peers.max(options.workers) + 64);
-    peerpigeon::raise_open_file_limit();
+    // src/platform/futex_hash.rs), or the load generator itself stalls at thousands of peers.
+    system::size_futex_hash_for_threads(options.peers.max(options.workers) + 64);
+    system::raise_open_file_limit();
     let result = match options.scenario.as_str() {
         "connect" => connect_scenario(&options),
         "relay" => relay_scenario(&options),
