@@ -25,6 +25,8 @@ use crate::peer::writer;
 use crate::registry::mesh::LinkEvent;
 use crate::util::clock::unix_millis;
 
+/// Stack of a hub thread: a link reads frames and decodes JSON, like a peer's reader.
+pub(crate) const HUB_THREAD_STACK: usize = 256 * 1024;
 /// First retry delay; each failure doubles it, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts.
@@ -124,10 +126,8 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     };
     let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone());
     let writer_shared = shared.clone();
-    let writer = thread::Builder::new()
-        .name(format!("hub-link-{serial}-tx"))
-        .stack_size(super::HUB_THREAD_STACK)
-        .spawn(move || {
+    let writer =
+        thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(HUB_THREAD_STACK).spawn(move || {
             crate::util::threads::contain_panic("hub link writer", || {
                 writer::run_writer(outbox, writer_shared.clone())
             });

@@ -14,19 +14,16 @@ use crossbeam_channel::Receiver;
 use crate::context::ServerState;
 use crate::util::threads::contain_panic;
 
-/// Stack of a hub thread: a link reads frames and decodes JSON, like a peer's reader.
-pub(crate) const HUB_THREAD_STACK: usize = 256 * 1024;
-
 /// Starts the mesh timer and one thread per bootstrap URL. They stop when `stop` is dropped.
 pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     let (timer_state, timer_stop) = (state.clone(), stop.clone());
-    let timer = thread::Builder::new().name("hub-timer".into()).stack_size(HUB_THREAD_STACK);
+    let timer = thread::Builder::new().name("hub-timer".into()).stack_size(links::HUB_THREAD_STACK);
     threads.push(timer.spawn(move || contain_panic("hub-timer", || timer::run(&timer_state, &timer_stop)))?);
     for (index, uri) in state.config.bootstrap_hubs.iter().enumerate() {
         let (state, stop, uri) = (state.clone(), stop.clone(), uri.clone());
         let name = format!("hub-link-{index}");
-        let link = thread::Builder::new().name(name.clone()).stack_size(HUB_THREAD_STACK);
+        let link = thread::Builder::new().name(name.clone()).stack_size(links::HUB_THREAD_STACK);
         threads.push(link.spawn(move || contain_panic(&name, || links::run_link(index, &uri, &state, &stop)))?);
     }
     Ok(threads)

@@ -8,28 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::protocol::client::{DEFAULT_NETWORK, MessageError, SignalKind};
-use crate::protocol::messages::{ServerMessage, departure_data, encode, raw, to_json};
+use crate::protocol::envelope::{Relay, ServerMessage, departure_data, encode, raw, to_json};
 use crate::protocol::peer_id::PeerId;
 use crate::util::clock::unix_millis;
-
-/// Relay bookkeeping carried by every message a PeerPigeon-rs hub sends over a hub link.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Relay {
-    /// Message id (16 hex digits): a hub handles each id once, however many paths bring it.
-    pub id: String,
-    /// Hub the message is about or comes from (its hub peer id), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
-    /// Stamp of the announcement a discovery or departure is about: later ones win.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
-    /// Links crossed so far.
-    #[serde(default)]
-    pub hops: u32,
-    /// On a heartbeat: the id of the `hub-probe` it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe: Option<String>,
-}
 
 /// Capability a PeerPigeon-rs hub advertises, so that its peers send it heartbeats and relay fields.
 pub const RS_CAPABILITY: &str = "peerpigeon-rs-relay";

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::protocol::client::SignalKind;
-use crate::protocol::link::Relay;
+use crate::protocol::envelope::{ServerMessage, departure_data, encode, raw, to_json};
 use crate::protocol::peer_id::PeerId;
 use crate::util::clock::unix_millis;
 
@@ -61,44 +61,6 @@ pub fn discovery_data(peer: PeerId, is_hub: bool, announced: Option<&RawValue>) 
     raw(json)
 }
 
-/// Every server message has this shape; absent parts are left out of the JSON. `relay` is only
-/// ever set on messages to other hubs.
-#[derive(Serialize)]
-pub(super) struct ServerMessage<'a> {
-    #[serde(rename = "type")]
-    pub(super) kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) data: Option<&'a RawValue>,
-    #[serde(rename = "networkName", skip_serializing_if = "Option::is_none")]
-    pub(super) network_name: Option<&'a str>,
-    #[serde(rename = "fromPeerId")]
-    pub(super) from_peer_id: &'a str,
-    #[serde(rename = "targetPeerId", skip_serializing_if = "Option::is_none")]
-    pub(super) target_peer_id: Option<&'a str>,
-    pub(super) timestamp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) relay: Option<&'a Relay>,
-}
-
-/// Sender id of messages the server itself originates.
-const SYSTEM: &str = "system";
-
-impl<'a> ServerMessage<'a> {
-    /// A message of `kind` from the server itself, stamped now, for no one in particular: the
-    /// builders below set whatever else their message has (`..ServerMessage::from_system(..)`).
-    pub(super) fn from_system(kind: &'a str, data: Option<&'a RawValue>) -> ServerMessage<'a> {
-        ServerMessage {
-            kind,
-            data,
-            network_name: None,
-            from_peer_id: SYSTEM,
-            target_peer_id: None,
-            timestamp: unix_millis(),
-            relay: None,
-        }
-    }
-}
-
 /// `connected`: the first message on every accepted connection.
 pub fn connected(peer: PeerId) -> String {
     let data = raw(format!("{{\"peerId\":\"{peer}\"}}"));
@@ -127,20 +89,6 @@ pub fn peer_disconnected(peer: PeerId, is_hub: bool, reason: &str, network: &str
         timestamp: now,
         ..ServerMessage::from_system("peer-disconnected", Some(&data))
     })
-}
-
-/// The `data` of a `peer-disconnected`: `{"peerId","isHub","reason","timestamp"}`.
-pub(super) fn departure_data(peer: PeerId, is_hub: bool, reason: &str, timestamp: u64) -> Box<RawValue> {
-    #[derive(Serialize)]
-    struct Data<'a> {
-        #[serde(rename = "peerId")]
-        peer_id: PeerId,
-        #[serde(rename = "isHub")]
-        is_hub: bool,
-        reason: &'a str,
-        timestamp: u64,
-    }
-    raw(to_json(&Data { peer_id: peer, is_hub, reason, timestamp }))
 }
 
 /// A routed signal, as delivered to its target. `from` is always the sending connection's own id
@@ -200,21 +148,6 @@ pub fn unsupported_type_text(kind: &str) -> String {
     format!(
         "Signaling server does not route '{kind}' messages. Use WebRTC data channels for peer-to-peer communication."
     )
-}
-
-pub(super) fn encode(message: ServerMessage<'_>) -> String {
-    to_json(&message)
-}
-
-/// Serialises a value built from strings, numbers, booleans and already-valid raw JSON. That cannot
-/// fail, so the fallback is never used; it exists so that no `unwrap` sits on the message path.
-pub(super) fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| String::from("null"))
-}
-
-/// Wraps text this module built as valid JSON.
-pub(super) fn raw(json: String) -> Box<RawValue> {
-    RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 #[cfg(test)]
