@@ -1,5 +1,5 @@
 //! Binding the server's one port: the host's addresses (IPv4 first), probing upward from `PORT`
-//! while ports are busy, and a deep listen backlog.
+//! while ports are busy.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
@@ -45,10 +45,7 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
     for &ip in addresses {
         let addr = SocketAddr::new(ip, port);
         match TcpListener::bind(addr) {
-            Ok(listener) => {
-                crate::platform::socket_flags::deepen_backlog(&listener);
-                return Ok(listener);
-            }
+            Ok(listener) => return Ok(listener),
             Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
             Err(err) => failure = BindFailure::Other(addr, err),
         }

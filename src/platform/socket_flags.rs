@@ -1,6 +1,5 @@
-//! Socket calls std does not offer: `send(2)` and `recv(2)` without waiting (`MSG_DONTWAIT`),
-//! looking without taking (`MSG_PEEK`), held back to leave with what follows (`MSG_MORE`); and a
-//! deeper listen backlog.
+//! `send(2)` and `recv(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`),
+//! looking without taking (`MSG_PEEK`), and held back to leave with what follows (`MSG_MORE`).
 //!
 //! A peer's socket is shared by its reader, which blocks in `read`, and whoever writes to it.
 //! Switching the socket to non-blocking mode would switch the reader too (and costs two more
@@ -133,25 +132,3 @@ mod tests {
         assert_eq!(received.len(), taken);
     }
 }
-
-/// Connections the kernel may hold complete but not yet accepted. The standard library listens
-/// with 128; when thousands of peers connect at once the acceptor cannot always keep up, and past
-/// the backlog a client's connection attempt is dropped and retried only a second later. Node,
-/// and so the reference, uses 511; calling `listen` again on a listening socket just changes it.
-const LISTEN_BACKLOG: libc::c_int = 1024;
-
-/// Deepens `listener`'s backlog to [`LISTEN_BACKLOG`]. Best effort.
-#[cfg(unix)]
-pub(crate) fn deepen_backlog(listener: &std::net::TcpListener) {
-    use std::os::fd::AsRawFd;
-    if super::switched_off("listen_backlog") {
-        return;
-    }
-    // SAFETY: `listen` takes a descriptor, valid for as long as `listener` is borrowed, and an int.
-    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        crate::log_debug!("could not deepen the listen backlog: {}", io::Error::last_os_error());
-    }
-}
-
-#[cfg(not(unix))]
-pub(crate) fn deepen_backlog(_listener: &std::net::TcpListener) {}
