@@ -6,22 +6,14 @@
 //! `peer-disconnected` for the other peers of that network, and exchange `offer` / `answer` /
 //! `ice-candidate` through the server. `docs/protocol.md` describes the protocol.
 //!
-//! ## How it is built (synchronous, a thread per connection)
+//! ## How it is built
 //!
-//! ```text
-//! acceptor ──accept──▶ conn-<n>: read the request head ──┬─▶ HTTP reply (http.rs), close
-//!  (listener.rs)        (listener.rs, request_head.rs)    └─▶ upgrade (upgrade.rs) ─▶ registry
-//!                                                                    │
-//!    <id>-reader (conn-<n> renamed): read frames ─▶ router ─▶ registry ─▶ outbox of the target peer(s)
-//!    <id>-writer: outbox ─▶ socket          (the only thread writing this peer's socket)
-//! sweeper (cleanup.rs): pings every peer, closes the idle ones
-//! hub mode: hub-link-<n> threads (hub_link.rs) to other hubs; relaying between hubs (mesh.rs)
-//! ```
-//!
-//! - `registry.rs` holds peers and networks behind one lock; `outbox.rs` is a peer's bounded queue.
-//! - `protocol.rs` is every message on the wire; `router.rs` decides where a message goes.
-//! - `server.rs` binds, starts the threads and shuts down; `config.rs` reads the environment.
-//! - `rate_limit.rs`, `auth.rs` and the limits in `config.rs` keep hostile clients in check.
+//! Synchronous, a thread per connection, the file tree following a message's life: `accept/`
+//! (listener, request head, upgrade, HTTP endpoints), `peer/` (reader, writer, bounded queue, rate
+//! limits), `registry/` (peers and networks behind one lock, the router, the hub relay), `protocol/`
+//! (the wire format, no I/O), `hub/` (links to other hubs), `platform/` (kernel and allocator
+//! workarounds). The diagram, and where each message, thread and bound lives, is
+//! `docs/architecture.md` in the repository; the protocol is `docs/protocol.md`.
 //!
 //! ## Example
 //!

@@ -2,15 +2,12 @@
 //! whose whole head had already arrived when the connection was accepted.
 //!
 //! Every other connection gets a thread of its own (see `listener`), which is what lets a slow
-//! client hold up nobody but itself. But starting a thread is most of the cost of a health check,
-//! and while thousands of peers connect at once (each starting two threads) a new thread can wait
-//! tens of milliseconds to run for the first time: measured during the 10,000-peer storm
-//! (`bench/capacity.sh`), up to 98 ms from accept to the new thread's first instruction. The desk
-//! is already running, so a request that is complete on arrival is answered without one.
-//!
-//! The acceptor looks at the request (a peek, [`waiting_plain_request`]) and hands the desk the
-//! parsed head; the desk thread ([`answer`], started by `listener`) never waits on one client: the
-//! reply is written with a short limit, and the connection is closed without lingering.
+//! client hold up nobody but itself. But while thousands of peers connect at once, a new thread can
+//! wait long to run for the first time (docs/performance.md); the desk is already running, so a
+//! request that is complete on arrival is answered without one. The acceptor looks at the request
+//! (a peek, [`waiting_plain_request`]) and hands the desk the parsed head; the desk thread
+//! ([`answer`], started by `listener`) never waits on one client: the reply is written with a short
+//! limit, and the connection is closed without lingering.
 //!
 //! **The bound:** at most [`WAITING`] connections wait for the desk. A connection past that, one
 //! whose head has not fully arrived, and every WebSocket upgrade go the usual way: a thread of their

@@ -1,17 +1,14 @@
 //! The accept loop, and the first moments of every connection: read its request head and decide
 //! whether it is an HTTP request or a WebSocket upgrade.
 //!
-//! The accept thread only accepts: each socket is handed to its own `conn-<n>` thread at once (which
-//! answers an HTTP request, or becomes the reader of a WebSocket peer),
-//! so a client that connects and then says nothing (or dribbles its head byte by byte) holds up
-//! nobody but itself, and only until `HANDSHAKE_TIMEOUT_SECS`. The one exception: a plain HTTP
-//! request whose head is already complete when it is accepted goes to the HTTP desk
-//! (`http_desk`), which answers it without starting a thread.
-//!
-//! The accept thread does not start those threads itself either: it hands the socket to the
-//! `starter` thread. Starting a thread takes a few microseconds on a quiet server, but while
-//! thousands of peers connect it took up to 31 ms (`bench/capacity.sh`), and every connection
-//! behind it in the accept queue, a health check included, waited that long for its turn.
+//! The accept thread only accepts: each socket is handed to its own `conn-<n>` thread (which
+//! answers an HTTP request, or becomes the reader of a WebSocket peer), so a client that connects
+//! and then says nothing (or dribbles its head byte by byte) holds up nobody but itself, and only
+//! until `HANDSHAKE_TIMEOUT_SECS`. The one exception: a plain HTTP request whose head is already
+//! complete when it is accepted goes to the HTTP desk (`http_desk`), which answers it without
+//! starting a thread. The accept thread does not start threads itself either, it hands the socket
+//! to the `starter` thread: while thousands of peers connect, a thread start can take long enough
+//! to hold up every connection queued behind it (docs/performance.md).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};

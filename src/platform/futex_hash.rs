@@ -1,13 +1,11 @@
 //! Sizing this process's futex hash table, so that waking a thread stays cheap with thousands of
 //! threads.
 //!
-//! Every blocked thread here (a writer waiting for its queue, a thread parked on a lock) waits on a
-//! futex, and the kernel files futex waiters in a hash table: a wake-up walks the chain of one
-//! bucket. Since Linux 6.16 a threaded process gets a table of its own, sized by its CPUs rather
-//! than its threads: 16 buckets on a 2-core machine. With 10,000 peers (20,000 threads) each
-//! wake-up walked chains of about 1,250 waiters; `futex_wake` took 44% of all CPU time and
-//! discovery stalled. So the server asks for a bucket per thread it may run (`PR_FUTEX_HASH`).
-//! Older kernels do not know the request and keep their global table, which is what they had.
+//! Every blocked thread waits on a futex, and the kernel files futex waiters in a hash table that,
+//! since Linux 6.16, each threaded process gets for itself, sized by its CPUs (16 buckets on two
+//! cores): with 20,000 threads a wake-up walks a chain of over a thousand waiters. The server asks
+//! for about a bucket per thread it may run (`PR_FUTEX_HASH`); older kernels do not know the
+//! request and keep their global table. Measured with `bash bench/capacity.sh` (docs/performance.md).
 
 /// `prctl` option and sub-command (linux/prctl.h, Linux 6.16+; newer than the libc crate).
 const PR_FUTEX_HASH: libc::c_int = 78;

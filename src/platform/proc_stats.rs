@@ -2,8 +2,8 @@
 //!
 //! Reported by `/health`; on systems without `/proc` every figure is 0. The figures are sampled
 //! once at start and then by the sweeper once a second ([`sample`]), never while answering a health
-//! check: with 10,000 peers, listing `/proc/self/fd` (20,000 entries) took up to 380 ms during an
-//! announce storm, and even reading `/proc/self/status` took up to 87 ms at its slowest.
+//! check: with thousands of peers, listing `/proc/self/fd` or even reading `/proc/self/status` can
+//! take long enough to make a health check slow (docs/performance.md).
 
 use parking_lot::Mutex;
 use serde::Serialize;

@@ -1,19 +1,14 @@
 //! Asking the Linux scheduler to run a thread promptly when it wakes: a short time slice.
 //!
-//! With 10,000 peers announcing at once the run queue holds thousands of runnable reader and writer
-//! threads, and a woken thread that answers `/health` waits behind them. Linux's EEVDF scheduler
-//! lets a thread ask for a shorter slice (`sched_attr::sched_runtime`, Linux 6.12+): its virtual
-//! deadline comes sooner, so it is picked ahead of threads with the default slice (and may preempt
-//! them when it wakes), without getting a larger share of the CPU and without privileges.
-//!
-//! The acceptor, the HTTP desk and the starter ask for one, and the connection threads the starter
-//! starts inherit it, so an HTTP request is served promptly; a connection that turns out to be a
-//! WebSocket peer goes back to the default before it starts its writer, so peers stay equals among
-//! themselves. Measured during the
-//! 10,000-peer announce storm (`bench/capacity.sh`), the server's time from accepting a `/health`
-//! connection to having written the reply: worst 15-49 ms over three runs with the short slice,
-//! 22-1,158 ms without. Elsewhere (older kernels, other systems) the request is refused or absent
-//! and nothing changes.
+//! With thousands of peers announcing at once the run queue holds thousands of runnable threads,
+//! and a woken thread that answers `/health` waits behind them. Linux's EEVDF scheduler lets a
+//! thread ask for a shorter slice (`sched_attr::sched_runtime`, Linux 6.12+): its virtual deadline
+//! comes sooner, so it is picked sooner, without getting a larger share of the CPU and without
+//! privileges. The acceptor, the HTTP desk and the starter ask for one, and the connection threads
+//! the starter starts inherit it; a connection that turns out to be a WebSocket peer goes back to
+//! the default before it starts its writer, so peers stay equals among themselves. Elsewhere the
+//! request is refused or absent and nothing changes. Measured with `bash bench/capacity.sh`
+//! (`/health` latency during the storm; docs/performance.md).
 
 /// The slice asked for: the shortest the kernel allows (0.1 ms; the default is 0.75 ms or more).
 const SHORT_SLICE_NS: u64 = 100_000;

@@ -7,8 +7,9 @@
 //! and then, from a slower thread, that the same someone arrived.
 //!
 //! The counts `/health` and `/stats` report are published to atomics whenever the lock is let go
-//! ([`Locked`]), so monitoring never waits for the lock: in an announce storm a thousand readers
-//! queue for it, and a health check behind them used to take a second.
+//! ([`Locked`]), so monitoring never waits for the lock, for which a thousand readers may queue in
+//! an announce storm. In hub mode the lock also guards the relay state (`mesh`), which answers
+//! with the messages to send to links and local peers.
 
 pub(crate) mod mesh;
 pub(crate) mod router;
