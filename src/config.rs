@@ -6,7 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::log::Level;
+use log::LevelFilter;
+
 use crate::peer::rate_limit::Limits;
 
 /// Everything a server needs to know before it starts. `Config::default()` matches the JavaScript
@@ -78,8 +79,11 @@ pub struct Config {
     /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
-    /// How much the server logs (`LOG_LEVEL`). Applied by the binary; the library only reads it.
-    pub log_level: Level,
+    /// How much the server logs (`LOG_LEVEL`, or `RUST_LOG` when that is set and `LOG_LEVEL` is not).
+    /// The library logs through the `log` facade; the binary installs the logger with this level.
+    pub log_level: LevelFilter,
+    /// How the binary writes log lines (`LOG_FORMAT`): text, or one JSON object per line.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -113,7 +117,8 @@ impl Default for Config {
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             hub_max_remote_peers: 100_000,
-            log_level: Level::Info,
+            log_level: LevelFilter::Info,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -148,8 +153,8 @@ pub struct Setting {
     pub name: &'static str,
     /// What it sets, in one line.
     pub meaning: &'static str,
-    /// The default value as shown, taken from `Config::default()`.
-    shown_default: fn(&Config) -> String,
+    /// The setting's value in a configuration, as shown (secrets as `(set)`).
+    show: fn(&Config) -> String,
     /// Reads a (non-empty) value into the config, or says what is wrong with it.
     read: fn(&mut Config, &str) -> Result<(), String>,
 }
@@ -157,7 +162,12 @@ pub struct Setting {
 impl Setting {
     /// The default as `--help` and the README show it.
     pub fn default_text(&self) -> String {
-        (self.shown_default)(&Config::default())
+        (self.show)(&Config::default())
+    }
+
+    /// The value in `config`, as the start-up log line shows it (secrets never shown).
+    pub fn value_text(&self, config: &Config) -> String {
+        (self.show)(config)
     }
 }
 
@@ -166,7 +176,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "PORT",
         meaning: "first port to listen on; if busy, the next ones are tried and the one used is logged",
-        shown_default: |c| c.port.to_string(),
+        show: |c| c.port.to_string(),
         read: |c, v| {
             c.port = number(v, 0, u16::MAX.into())? as u16;
             Ok(())
@@ -175,7 +185,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "PORT_RETRIES",
         meaning: "how many ports above `PORT` to try",
-        shown_default: |c| c.port_retries.to_string(),
+        show: |c| c.port_retries.to_string(),
         read: |c, v| {
             c.port_retries = number(v, 0, 1000)? as u16;
             Ok(())
@@ -184,7 +194,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HOST",
         meaning: "interface to bind (`localhost` binds 127.0.0.1; `0.0.0.0` for all interfaces)",
-        shown_default: |c| c.host.clone(),
+        show: |c| c.host.clone(),
         read: |c, v| {
             c.host = single_token(v)?;
             Ok(())
@@ -193,7 +203,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_CONNECTIONS",
         meaning: "most WebSocket peers at once; more are closed with 1008",
-        shown_default: |c| c.max_connections.to_string(),
+        show: |c| c.max_connections.to_string(),
         read: |c, v| {
             c.max_connections = number(v, 1, 1_000_000)? as usize;
             Ok(())
@@ -202,7 +212,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "CORS_ORIGIN",
         meaning: "`Access-Control-Allow-Origin` of the HTTP replies",
-        shown_default: |c| c.cors_origin.clone(),
+        show: |c| c.cors_origin.clone(),
         read: |c, v| {
             c.cors_origin = single_token(v)?;
             Ok(())
@@ -211,7 +221,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "IS_HUB",
         meaning: "run as a hub of a mesh of servers (see Running a mesh of hubs)",
-        shown_default: |c| c.is_hub.to_string(),
+        show: |c| c.is_hub.to_string(),
         read: |c, v| {
             c.is_hub = boolean(v)?;
             Ok(())
@@ -220,7 +230,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_MESH_NAMESPACE",
         meaning: "network name hubs announce into",
-        shown_default: |c| c.hub_mesh_namespace.clone(),
+        show: |c| c.hub_mesh_namespace.clone(),
         read: |c, v| {
             c.hub_mesh_namespace = single_token(v)?;
             Ok(())
@@ -229,7 +239,13 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "BOOTSTRAP_HUBS",
         meaning: "comma-separated `ws://host:port` URLs of hubs to link to",
-        shown_default: |_| "(none)".into(),
+        show: |c| {
+            if c.bootstrap_hubs.is_empty() {
+                "(none)".into()
+            } else {
+                c.bootstrap_hubs.iter().map(|url| url_for_display(url)).collect::<Vec<_>>().join(",")
+            }
+        },
         read: |c, v| {
             c.bootstrap_hubs = hub_urls(v)?;
             Ok(())
@@ -238,7 +254,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "AUTH_TOKEN",
         meaning: "when set, peers must send `Authorization: Bearer <token>` or `?token=<token>`",
-        shown_default: |_| "(none: no auth)".into(),
+        show: |c| if c.auth_token.is_some() { "(set)".into() } else { "(none: no auth)".into() },
         read: |c, v| {
             c.auth_token = Some(secret(v)?);
             Ok(())
@@ -247,7 +263,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_TOKEN",
         meaning: "hub mode: the secret of the mesh's hubs; only a connection presenting it may link as a hub (unset: only from this machine)",
-        shown_default: |_| "(none: loopback links only)".into(),
+        show: |c| if c.hub_token.is_some() { "(set)".into() } else { "(none: loopback links only)".into() },
         read: |c, v| {
             c.hub_token = Some(secret(v)?);
             Ok(())
@@ -256,7 +272,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_MESSAGE_SIZE",
         meaning: "largest WebSocket message in bytes; larger ones close with 1009",
-        shown_default: |c| c.max_message_size.to_string(),
+        show: |c| c.max_message_size.to_string(),
         read: |c, v| {
             c.max_message_size = number(v, 1024, 1 << 30)? as usize;
             Ok(())
@@ -265,7 +281,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "PEER_TIMEOUT_SECS",
         meaning: "close a peer from which nothing has arrived for this long",
-        shown_default: |c| c.peer_timeout.as_secs().to_string(),
+        show: |c| c.peer_timeout.as_secs().to_string(),
         read: |c, v| {
             c.peer_timeout = seconds(v, 1, 86_400)?;
             Ok(())
@@ -274,7 +290,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "CLEANUP_INTERVAL_SECS",
         meaning: "how often every peer is pinged and idle peers are swept",
-        shown_default: |c| c.cleanup_interval.as_secs().to_string(),
+        show: |c| c.cleanup_interval.as_secs().to_string(),
         read: |c, v| {
             c.cleanup_interval = seconds(v, 1, 86_400)?;
             Ok(())
@@ -283,7 +299,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HANDSHAKE_TIMEOUT_SECS",
         meaning: "time a new socket has to send its HTTP request head",
-        shown_default: |c| c.handshake_timeout.as_secs().to_string(),
+        show: |c| c.handshake_timeout.as_secs().to_string(),
         read: |c, v| {
             c.handshake_timeout = seconds(v, 1, 3_600)?;
             Ok(())
@@ -292,7 +308,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_QUEUED_BYTES",
         meaning: "bytes that may wait for one peer that does not read before it is cut off",
-        shown_default: |c| c.max_queued_bytes.to_string(),
+        show: |c| c.max_queued_bytes.to_string(),
         read: |c, v| {
             c.max_queued_bytes = number(v, 64 * 1024, 1 << 34)? as usize;
             Ok(())
@@ -301,7 +317,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_TOTAL_QUEUED_BYTES",
         meaning: "bytes that may wait for all peers together; past half of it a peer may leave only 1 MiB unread, at it the peer a message is for is cut off",
-        shown_default: |c| c.max_total_queued_bytes.to_string(),
+        show: |c| c.max_total_queued_bytes.to_string(),
         read: |c, v| {
             c.max_total_queued_bytes = number(v, 1 << 20, 1 << 40)? as usize;
             Ok(())
@@ -310,7 +326,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_PEER_DATA_BYTES",
         meaning: "largest `data` a peer may announce (stored, and copied into every discovery of it)",
-        shown_default: |c| c.max_peer_data_bytes.to_string(),
+        show: |c| c.max_peer_data_bytes.to_string(),
         read: |c, v| {
             c.max_peer_data_bytes = number(v, 64, 1 << 20)? as usize;
             Ok(())
@@ -319,7 +335,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_MESSAGES_PER_SEC",
         meaning: "messages (any frame) a peer may send per second; over it: dropped with an `error`, and a 1008 close if it goes on for 3 s",
-        shown_default: |c| c.max_messages_per_sec.to_string(),
+        show: |c| c.max_messages_per_sec.to_string(),
         read: |c, v| {
             c.max_messages_per_sec = number(v, 1, 1_000_000)? as u32;
             Ok(())
@@ -328,7 +344,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MESSAGE_BURST",
         meaning: "messages a peer may send at once before the rate applies",
-        shown_default: |c| c.message_burst.to_string(),
+        show: |c| c.message_burst.to_string(),
         read: |c, v| {
             c.message_burst = number(v, 1, 1_000_000)? as u32;
             Ok(())
@@ -337,7 +353,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_BYTES_PER_SEC",
         meaning: "bytes a peer may send per second (one largest message may come at once); over it its reads are paused, then a 1008 close if it goes on",
-        shown_default: |c| c.max_bytes_per_sec.to_string(),
+        show: |c| c.max_bytes_per_sec.to_string(),
         read: |c, v| {
             c.max_bytes_per_sec = number(v, 1024, 1 << 40)?;
             Ok(())
@@ -346,7 +362,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_LINK_MESSAGES_PER_SEC",
         meaning: "hub mode: messages a hub link may send per second (bursts of twice that)",
-        shown_default: |c| c.link_messages_per_sec.to_string(),
+        show: |c| c.link_messages_per_sec.to_string(),
         read: |c, v| {
             c.link_messages_per_sec = number(v, 1, 10_000_000)? as u32;
             Ok(())
@@ -355,7 +371,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_LINK_BYTES_PER_SEC",
         meaning: "hub mode: bytes a hub link may send per second (bursts of twice that)",
-        shown_default: |c| c.link_bytes_per_sec.to_string(),
+        show: |c| c.link_bytes_per_sec.to_string(),
         read: |c, v| {
             c.link_bytes_per_sec = number(v, 1024, 1 << 40)?;
             Ok(())
@@ -364,7 +380,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_PENDING_HANDSHAKES",
         meaning: "most sockets still sending their HTTP request head at once; past it a newcomer replaces the oldest of the address holding the most",
-        shown_default: |c| c.max_pending_handshakes.to_string(),
+        show: |c| c.max_pending_handshakes.to_string(),
         read: |c, v| {
             c.max_pending_handshakes = number(v, 1, 1_000_000)? as usize;
             Ok(())
@@ -373,7 +389,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_PENDING_HANDSHAKES_PER_IP",
         meaning: "most of those from one address; more from it are closed on accept (behind a reverse proxy, set it to `MAX_PENDING_HANDSHAKES`)",
-        shown_default: |c| c.max_pending_handshakes_per_ip.to_string(),
+        show: |c| c.max_pending_handshakes_per_ip.to_string(),
         read: |c, v| {
             c.max_pending_handshakes_per_ip = number(v, 1, 1_000_000)? as usize;
             Ok(())
@@ -382,7 +398,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MAX_THREADS",
         meaning: "most connection threads (two per peer, 64 kept for HTTP); `0`: as many as `vm.max_map_count` allows",
-        shown_default: |c| c.max_threads.to_string(),
+        show: |c| c.max_threads.to_string(),
         read: |c, v| {
             c.max_threads = number(v, 0, 10_000_000)? as usize;
             Ok(())
@@ -391,7 +407,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_HEARTBEAT_SECS",
         meaning: "hub mode: how often a hub tells the mesh it is alive; three missed = its peers are dropped",
-        shown_default: |c| c.hub_heartbeat.as_secs().to_string(),
+        show: |c| c.hub_heartbeat.as_secs().to_string(),
         read: |c, v| {
             c.hub_heartbeat = seconds(v, 1, 3_600)?;
             Ok(())
@@ -400,7 +416,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_MAX_HOPS",
         meaning: "hub mode: most hub links a relayed message may cross",
-        shown_default: |c| c.hub_max_hops.to_string(),
+        show: |c| c.hub_max_hops.to_string(),
         read: |c, v| {
             c.hub_max_hops = number(v, 1, 255)? as u32;
             Ok(())
@@ -409,7 +425,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HUB_MAX_REMOTE_PEERS",
         meaning: "hub mode: most peers of other hubs known at once; one link may introduce half of them, more are ignored",
-        shown_default: |c| c.hub_max_remote_peers.to_string(),
+        show: |c| c.hub_max_remote_peers.to_string(),
         read: |c, v| {
             c.hub_max_remote_peers = number(v, 2, 100_000_000)? as usize;
             Ok(())
@@ -417,10 +433,23 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "LOG_LEVEL",
-        meaning: "`error`, `warn`, `info` or `debug` (per-peer events are `debug`)",
-        shown_default: |c| c.log_level.as_str().into(),
+        meaning: "`error`, `warn`, `info` or `debug` (per-peer events are `debug`); unset, `RUST_LOG` is read the same way",
+        show: |c| c.log_level.as_str().to_ascii_lowercase(),
         read: |c, v| {
-            c.log_level = Level::parse(v).ok_or_else(|| format!("expected error, warn, info or debug, got {v:?}"))?;
+            c.log_level = level(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "LOG_FORMAT",
+        meaning: "`text`, or `json` for one JSON object per line",
+        show: |c| c.log_format.as_str().into(),
+        read: |c, v| {
+            c.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(format!("expected text or json, got {v:?}")),
+            };
             Ok(())
         },
     },
@@ -463,6 +492,15 @@ impl Config {
     /// ```
     pub fn from_env_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        // RUST_LOG, as other Rust programs read it, when LOG_LEVEL is not set: a level, or the
+        // level given for `peerpigeon` among comma-separated `target=level` items.
+        let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        if set("LOG_LEVEL").is_none()
+            && let Some(rust_log) = set("RUST_LOG")
+            && let Some(level) = rust_log_level(&rust_log)
+        {
+            config.log_level = level;
+        }
         for setting in SETTINGS {
             if let Some(value) = lookup(setting.name).filter(|value| !value.trim().is_empty()) {
                 (setting.read)(&mut config, &value)
@@ -471,6 +509,67 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// How the binary writes log lines (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `<time> <LEVEL> <message>`.
+    Text,
+    /// One JSON object per line: `{"time","level","target","message"}`.
+    Json,
+}
+
+impl LogFormat {
+    /// The name `LOG_FORMAT` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// `url` as logs and `/hubstats` may show it: scheme, host and port only. A bootstrap URL may carry
+/// a credential in its path or query (`ws://hub/mesh/<HUB_TOKEN>`, `?token=`), and neither the logs
+/// nor an HTTP caller may see it.
+pub fn url_for_display(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(at) if url.len() > after_scheme + at + 1 => format!("{}/…", &url[..after_scheme + at]),
+        Some(at) => url[..after_scheme + at].to_string(),
+        None => url.to_string(),
+    }
+}
+
+/// The settings with the values of `config`, as one line for the start-up log (secrets redacted).
+pub fn effective(config: &Config) -> String {
+    SETTINGS.iter().map(|s| format!("{}={}", s.name, s.value_text(config))).collect::<Vec<_>>().join(" ")
+}
+
+fn level(value: &str) -> Result<LevelFilter, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(LevelFilter::Error),
+        "warn" | "warning" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        "off" => Ok(LevelFilter::Off),
+        _ => Err(format!("expected error, warn, info or debug, got {value:?}")),
+    }
+}
+
+/// The level `RUST_LOG` gives this program, if it gives one it can read.
+fn rust_log_level(value: &str) -> Option<LevelFilter> {
+    let mut found = None;
+    for item in value.split(',').map(str::trim) {
+        match item.split_once('=') {
+            Some((target, lvl)) if target.trim() == "peerpigeon" => return level(lvl).ok(),
+            Some(_) => {}
+            None => found = level(item).ok().or(found),
+        }
+    }
+    found
 }
 
 fn number(value: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -583,7 +682,7 @@ mod tests {
         assert_eq!(config.handshake_timeout, Duration::from_secs(3));
         assert_eq!(config.port_retries, 0);
         assert_eq!(config.max_queued_bytes, 1 << 20);
-        assert_eq!(config.log_level, Level::Debug);
+        assert_eq!(config.log_level, LevelFilter::Debug);
         assert_eq!(config.max_pending_handshakes, 99);
         assert_eq!((config.hub_heartbeat, config.hub_max_hops), (Duration::from_secs(2), 4));
         assert_eq!((config.max_messages_per_sec, config.message_burst), (5, 7));
@@ -615,6 +714,20 @@ mod tests {
             assert_eq!(err.variable, name);
             assert!(err.to_string().starts_with(&format!("invalid {name}: ")), "{err}");
         }
+    }
+
+    #[test]
+    fn urls_are_shown_without_what_may_carry_a_credential() {
+        assert_eq!(url_for_display("ws://hub:3000/mesh/s3cret"), "ws://hub:3000/…");
+        assert_eq!(url_for_display("ws://hub:3000?token=s3cret"), "ws://hub:3000/…");
+        assert_eq!(url_for_display("ws://hub:3000"), "ws://hub:3000");
+        assert_eq!(url_for_display("ws://hub:3000/"), "ws://hub:3000");
+        let config =
+            from(&[("BOOTSTRAP_HUBS", "ws://a:1/mesh/k3y,ws://b:2"), ("HUB_TOKEN", "k3y"), ("AUTH_TOKEN", "t0k")])
+                .unwrap();
+        let line = effective(&config);
+        assert!(!line.contains("k3y") && !line.contains("t0k"), "{line}");
+        assert!(line.contains("BOOTSTRAP_HUBS=ws://a:1/…,ws://b:2"), "{line}");
     }
 
     #[test]

@@ -35,7 +35,6 @@ mod config;
 mod context;
 mod error;
 mod hub;
-pub mod log;
 mod peer;
 mod platform;
 mod protocol;
@@ -44,12 +43,8 @@ mod server;
 mod sweeper;
 mod util;
 
-pub use config::{Config, ConfigError, SETTINGS, Setting, env_help};
+pub use config::{Config, ConfigError, LogFormat, SETTINGS, Setting, env_help};
 pub use error::Error;
-pub use platform::fd_limit::raise_open_file_limit;
-pub use platform::futex_hash::size_for_threads as size_futex_hash_for_threads;
-pub use platform::malloc::reexec_with_malloc_tunables;
-pub use protocol::peer_id::PeerId;
 pub use server::{Server, ServerHandle};
 
 /// Entry points for the fuzz targets in `fuzz/` (not part of the supported API).

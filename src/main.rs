@@ -1,9 +1,13 @@
-//! The `peerpigeon` binary: read the configuration from the environment, run the server until
-//! Ctrl-C or SIGTERM, then shut down gracefully.
+//! The `peerpigeon` binary: read the configuration from the environment, install the logger, run
+//! the server until Ctrl-C or SIGTERM, then shut down gracefully.
+
+mod logger;
+#[path = "platform/reexec.rs"]
+mod reexec;
 
 use std::process::ExitCode;
 
-use peerpigeon::{Config, Server, env_help, log};
+use peerpigeon::{Config, Error, LogFormat, Server, env_help};
 
 const USAGE: &str = "\
 PeerPigeon-rs: WebSocket signaling server for PeerPigeon WebRTC meshes
@@ -33,8 +37,8 @@ fn main() -> ExitCode {
     }
 
     // First, before any thread or allocation matters: run with allocator settings suited to
-    // thousands of idle threads (this re-executes the binary once; see malloc_tuning.rs).
-    peerpigeon::reexec_with_malloc_tunables();
+    // thousands of idle threads (this re-executes the binary once; see src/platform/reexec.rs).
+    reexec::reexec_with_malloc_tunables();
 
     // A value that is not valid Unicode is passed on as-is (lossily), so validation names it.
     let config = Config::from_env_vars(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
@@ -45,16 +49,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    log::set_level(config.log_level);
-    // One descriptor per peer, plus a few for the listener and HTTP requests.
-    if let Some(limit) = peerpigeon::raise_open_file_limit()
-        && limit < config.max_connections as u64 + 64
-    {
-        peerpigeon::log_warn!(
-            "open-file limit is {limit}, too low for MAX_CONNECTIONS={}; raise it (ulimit -n)",
-            config.max_connections
-        );
-    }
+    let format = match config.log_format {
+        LogFormat::Text => logger::Format::Text,
+        LogFormat::Json => logger::Format::Json,
+    };
+    logger::install(config.log_level, format);
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(err) = ctrlc::set_handler(move || {
@@ -68,7 +67,11 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(err) => {
             eprintln!("peerpigeon: {err}");
-            return ExitCode::FAILURE;
+            // A host that does not resolve or cannot be bound is a bad setting, like any other.
+            return match err {
+                Error::Resolve { .. } | Error::Bind { .. } => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
         }
     };
     let _ = stop_rx.recv();

@@ -41,13 +41,22 @@ impl Server {
     /// ```
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
         crate::platform::malloc::tune_for_many_threads();
+        // One descriptor per peer, plus a few for the listener and HTTP requests.
+        if let Some(limit) = crate::platform::fd_limit::raise_open_file_limit()
+            && limit < config.max_connections as u64 + 64
+        {
+            log::warn!(
+                "open-file limit is {limit}, too low for MAX_CONNECTIONS={}; raise it (ulimit -n, or LimitNOFILE)",
+                config.max_connections
+            );
+        }
         let listener = bind(&config)?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;
         let state = Arc::new(ServerState::new(config, local_addr));
         let threads = thread_budget::threads_wanted(state.config.max_connections, state.config.max_pending_handshakes);
         warn_if_threads_are_short(&state, threads);
         if let Some(slots) = futex_hash::size_for_threads(threads.min(state.thread_budget.limit())) {
-            crate::log_debug!("futex hash table: {slots} buckets");
+            log::debug!("futex hash table: {slots} buckets");
         }
 
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
@@ -73,18 +82,19 @@ impl Server {
         // The first process figures for /health, with the server's own threads running; the
         // sweeper keeps them current.
         proc_stats::sample();
-        crate::log_info!(
+        log::info!(
             "PeerPigeon-rs {}listening on ws://{local_addr} (max {} connections)",
             if state.config.is_hub { "hub " } else { "" },
             state.config.max_connections
         );
+        log::info!("configuration: {}", crate::config::effective(&state.config));
         if !state.config.is_hub && !state.config.bootstrap_hubs.is_empty() {
-            crate::log_warn!("BOOTSTRAP_HUBS is set but IS_HUB is not: not linking to any hub");
+            log::warn!("BOOTSTRAP_HUBS is set but IS_HUB is not: not linking to any hub");
         }
         if let Some(id) = state.hub_peer_id {
-            crate::log_info!("hub peer id {id}, mesh namespace {:?}", state.config.hub_mesh_namespace);
+            log::info!("hub peer id {id}, mesh namespace {:?}", state.config.hub_mesh_namespace);
             if state.config.hub_token.is_none() {
-                crate::log_warn!(
+                log::warn!(
                     "HUB_TOKEN is not set: only hubs on this machine (loopback) may link to this hub. To link hubs \
                      across machines, set the same HUB_TOKEN on every hub of the mesh"
                 );
@@ -124,7 +134,7 @@ impl ServerHandle {
         if self.state.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        crate::log_info!("shutting down");
+        log::info!("shutting down");
         // The accept thread is blocked in accept(); a connection of our own wakes it to see the flag.
         let woken = TcpStream::connect_timeout(&wake_address(self.state.local_addr), Duration::from_secs(1)).is_ok();
         if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
@@ -149,7 +159,7 @@ impl ServerHandle {
                 peer.kill();
             }
         }
-        crate::log_info!("stopped; {} peers were closed", peers.len());
+        log::info!("stopped; {} peers were closed", peers.len());
     }
 }
 
@@ -164,7 +174,7 @@ impl Drop for ServerHandle {
 fn warn_if_threads_are_short(state: &ServerState, wanted: usize) {
     let limit = state.thread_budget.limit();
     if wanted > limit {
-        crate::log_warn!(
+        log::warn!(
             "room for about {limit} threads, {} peers at two threads each; MAX_CONNECTIONS={} needs more. Past \
              it connections are refused. Raise MAX_THREADS if set, or: sysctl -w vm.max_map_count={}",
             limit.saturating_sub(thread_budget::RESERVED_FOR_HTTP) / 2,

@@ -69,6 +69,6 @@ fn sweep(state: &ServerState) {
         }
     }
     if closed > 0 {
-        crate::log_info!("closed {closed} idle peers");
+        log::info!("closed {closed} idle peers");
     }
 }

@@ -24,11 +24,11 @@ pub(crate) fn bind(config: &Config) -> Result<TcpListener, Error> {
         match bind_first(&addresses, port) {
             Ok(listener) => {
                 if port != config.port {
-                    crate::log_info!("port {} was in use; using port {port}", config.port);
+                    log::info!("port {} was in use; using port {port}", config.port);
                 }
                 return Ok(listener);
             }
-            Err(BindFailure::InUse) => crate::log_warn!("port {port} on {} is in use", config.host),
+            Err(BindFailure::InUse) => log::warn!("port {port} on {} is in use", config.host),
             Err(BindFailure::Other(addr, source)) => return Err(Error::Bind { addr, source }),
         }
     }

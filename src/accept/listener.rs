@@ -43,7 +43,7 @@ pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, ha
         match stream {
             Ok(stream) => handoffs.route(stream, &state),
             Err(err) => {
-                crate::log_warn!("accept failed: {err}");
+                log::warn!("accept failed: {err}");
                 // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
                 if err.raw_os_error() == Some(24) || err.raw_os_error() == Some(23) {
                     thread::sleep(Duration::from_millis(50));
@@ -163,7 +163,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         }
     });
     if let Err(err) = spawned {
-        crate::log_warn!("cannot start a connection thread: {err}");
+        log::warn!("cannot start a connection thread: {err}");
     }
 }
 
@@ -202,6 +202,6 @@ fn reject_head(stream: TcpStream, err: HeadError, state: &ServerState) {
         HeadError::TooLarge => http::reply_error(stream, 431, "Request head too large", state),
         HeadError::Malformed(why) => http::reply_error(stream, 400, why, state),
         HeadError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => {}
-        HeadError::Io(err) => crate::log_debug!("reading a request head failed: {err}"),
+        HeadError::Io(err) => log::debug!("reading a request head failed: {err}"),
     }
 }

@@ -64,7 +64,7 @@ pub(crate) fn accept(
         && !hub_token_presented
         && !auth::is_authorized(head, token)
     {
-        crate::log_debug!("refused an upgrade without a valid token");
+        log::debug!("refused an upgrade without a valid token");
         let extra = Some(("WWW-Authenticate", "Bearer"));
         http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
         return None;
@@ -77,7 +77,7 @@ pub(crate) fn accept(
     };
     // The peer's writer will be a second thread: make sure there is room for it before admitting.
     let Some(writer_slot) = state.thread_budget.try_take_leaving(RESERVED_FOR_HTTP) else {
-        crate::log_warn!("no room for another thread (vm.max_map_count); refusing peer {}", peer_id.short());
+        log::warn!("no room for another thread (vm.max_map_count); refusing peer {}", peer_id.short());
         refuse(stream, "Server cannot accept more connections");
         return None;
     };
@@ -94,13 +94,15 @@ pub(crate) fn accept(
         handle.grant_hub_credential();
     }
     if let Err(refusal) = state.registry.register(handle.clone()) {
-        crate::log_debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
+        log::debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
         refuse(stream, refusal.close_reason());
         return None;
     }
     drop(stream);
     handle.send_text(protocol::connected(peer_id));
-    crate::log_debug!("peer {} connected from {:?}", peer_id.short(), handle.remote_addr);
+    if let Some(from) = handle.remote_addr {
+        log::debug!("peer {} connected from {from}", peer_id.short());
+    }
     Some(AdmittedPeer { handle, outbox, shared, leftover, writer_slot })
 }
 

@@ -35,12 +35,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one bootstrap link up until the server stops.
-pub(crate) fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: &Receiver<()>) {
+pub(crate) fn run_link(index: usize, url: &str, state: &Arc<ServerState>, stop: &Receiver<()>) {
+    // The URL may carry a credential: logs and /hubstats get it without path and query.
+    let uri = &crate::config::url_for_display(url);
     let links = &state.bootstrap_links;
-    let target = match parse_ws_url(uri) {
+    let target = match parse_ws_url(url) {
         Ok(target) => target,
         Err(problem) => {
-            crate::log_error!("bootstrap hub {uri}: {problem}; not connecting");
+            log::error!("bootstrap hub {uri}: {problem}; not connecting");
             links.update(index, |s| {
                 s.state = "skipped";
                 s.last_error = Some(problem.to_string());
@@ -49,7 +51,7 @@ pub(crate) fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: 
         }
     };
     if is_this_server(&target, state) {
-        crate::log_info!("bootstrap hub {uri} is this server; skipping it");
+        log::info!("bootstrap hub {uri} is this server; skipping it");
         links.update(index, |s| s.state = "skipped");
         return;
     }
@@ -66,7 +68,7 @@ pub(crate) fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: 
             Ok((stream, leftover)) => {
                 failures = 0;
                 last_logged_error.clear();
-                crate::log_info!("hub link to {uri} is up");
+                log::info!("hub link to {uri} is up");
                 links.update(index, |s| {
                     s.state = "connected";
                     s.attempt_number = 0;
@@ -80,15 +82,15 @@ pub(crate) fn run_link(index: usize, uri: &str, state: &Arc<ServerState>, stop: 
                     s.last_error = Some(format!("link lost: {}", outcome.reason));
                 });
                 if outcome.is_self {
-                    crate::log_warn!("bootstrap hub {uri} is this hub itself; no longer linking to it");
+                    log::warn!("bootstrap hub {uri} is this hub itself; no longer linking to it");
                     links.update(index, |s| s.state = "skipped");
                     return;
                 }
-                crate::log_warn!("hub link to {uri} is down ({}); reconnecting", outcome.reason);
+                log::warn!("hub link to {uri} is down ({}); reconnecting", outcome.reason);
             }
             Err(problem) => {
                 if problem != last_logged_error {
-                    crate::log_warn!("cannot link to hub {uri}: {problem}; will keep retrying");
+                    log::warn!("cannot link to hub {uri}: {problem}; will keep retrying");
                     last_logged_error = problem.clone();
                 }
                 links.update(index, |s| s.last_error = Some(problem));
@@ -145,7 +147,7 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
                 LinkEvent::Nothing => {}
                 LinkEvent::LeadsToSelf => is_self = true,
                 LinkEvent::NotAccepted(why) => {
-                    crate::log_warn!("hub {uri} does not take this hub's link: {why}");
+                    log::warn!("hub {uri} does not take this hub's link: {why}");
                     state.bootstrap_links.update(index, |s| s.last_error = Some(why));
                 }
             }

@@ -37,7 +37,7 @@ impl BootstrapLinks {
         let statuses = uris
             .iter()
             .map(|uri| LinkStatus {
-                uri: uri.clone(),
+                uri: crate::config::url_for_display(uri),
                 connected: false,
                 state: "connecting",
                 last_attempt: None,

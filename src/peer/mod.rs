@@ -43,7 +43,7 @@ pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
         writer_shared.kill();
     });
     if let Err(err) = spawned {
-        crate::log_warn!("cannot start a writer thread for peer {short}: {err}");
+        log::warn!("cannot start a writer thread for peer {short}: {err}");
         state.registry.unregister(handle.peer_id, handle.serial, "server overloaded");
         handle.kill();
         return;
@@ -64,7 +64,7 @@ impl Drop for Departure<'_> {
     fn drop(&mut self) {
         let peer = self.handle.peer_id;
         self.state.registry.unregister(peer, self.handle.serial, self.reason);
-        crate::log_debug!("peer {} disconnected ({})", peer.short(), self.reason);
+        log::debug!("peer {} disconnected ({})", peer.short(), self.reason);
     }
 }
 

@@ -325,7 +325,7 @@ impl Registry {
     /// Handles one message that arrived over link `link`.
     pub fn handle_link_message(&self, link: LinkId, text: &str) -> LinkEvent {
         let Ok(message) = protocol::parse_link_message(text) else {
-            crate::log_debug!("ignored an unreadable message on hub link {link}");
+            log::debug!("ignored an unreadable message on hub link {link}");
             return LinkEvent::Nothing;
         };
         let now = Instant::now();

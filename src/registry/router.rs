@@ -39,7 +39,7 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
         // A hub link relays other servers' peers: its signals keep their `fromPeerId`.
         ClientMessage::Signal { .. } | ClientMessage::HubOnly if from.is_link() => {
             if state.registry.handle_link_message(from.serial, text) == LinkEvent::LeadsToSelf {
-                crate::log_warn!("an inbound hub link leads back to this hub");
+                log::warn!("an inbound hub link leads back to this hub");
             }
         }
         ClientMessage::Signal { kind, network, target, data } => {

@@ -20,6 +20,6 @@ pub(crate) fn contain_panic(thread: &str, body: impl FnOnce()) {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        crate::log_error!("thread {thread} panicked: {message}; its connection was closed, nothing else was affected");
+        log::error!("thread {thread} panicked: {message}; its connection was closed, nothing else was affected");
     }
 }

@@ -34,9 +34,9 @@ impl ThrottledLog {
         drop(state);
         let message = message();
         if held_back == 0 {
-            crate::log_warn!("{message}");
+            log::warn!("{message}");
         } else {
-            crate::log_warn!("{message} ({held_back} more like it in the last {} s)", INTERVAL.as_secs());
+            log::warn!("{message} ({held_back} more like it in the last {} s)", INTERVAL.as_secs());
         }
     }
 }

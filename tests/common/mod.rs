@@ -54,7 +54,6 @@ pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Re
 
 /// Starts a server on 127.0.0.1 and a free port, with `tweak` applied to the default config.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
-    peerpigeon::log::set_level(peerpigeon::log::Level::Warn);
     let mut config = Config { host: "127.0.0.1".into(), port: test_port(), ..Config::default() };
     tweak(&mut config);
     Server::start(config).expect("server starts")

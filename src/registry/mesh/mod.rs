@@ -350,7 +350,7 @@ impl Mesh {
             }
             Direction::Inbound => {
                 let hub = remote_hub.map_or("?".to_string(), |h| h.short().to_string());
-                crate::log_info!("hub {hub} linked to us (link {link})");
+                log::info!("hub {hub} linked to us (link {link})");
                 protocol::hub_hello(self.config.hub_id)
             }
         };
@@ -364,7 +364,7 @@ impl Mesh {
     pub fn link_down(&mut self, link: LinkId, local: &dyn LocalPeers, now: Instant) {
         let Some(gone) = self.links.remove(&link) else { return };
         if gone.direction == Direction::Inbound {
-            crate::log_info!("inbound hub link {link} closed");
+            log::info!("inbound hub link {link} closed");
         }
         let orphans: Vec<PeerId> =
             self.remote.iter().filter(|(_, r)| r.origin == Origin::Legacy(link)).map(|(id, _)| *id).collect();
@@ -480,7 +480,7 @@ impl Mesh {
         entry.speaks_relay = fields.has_capability(protocol::RS_CAPABILITY);
         entry.remote_hub = hub;
         if hub == Some(self.config.hub_id) {
-            crate::log_warn!("hub link {link} leads back to this hub; closing it");
+            log::warn!("hub link {link} leads back to this hub; closing it");
             self.outgoing.push(Outgoing::CloseLink(link));
             return LinkEvent::LeadsToSelf;
         }
@@ -808,7 +808,7 @@ impl Mesh {
             .map(|(id, _)| *id)
             .collect();
         if !stale.is_empty() {
-            crate::log_info!("{} peers of {} unreachable hubs dropped", stale.len(), hubs.len());
+            log::info!("{} peers of {} unreachable hubs dropped", stale.len(), hubs.len());
         }
         for peer in stale {
             self.drop_remote(peer, reason, None, local);
