@@ -91,8 +91,13 @@ fn help_and_readme_list_every_setting_with_its_default() {
 
 #[test]
 fn an_invalid_variable_exits_2_with_one_line_naming_it() {
-    for (name, value) in [("PORT", "abc"), ("MAX_CONNECTIONS", "-1"), ("IS_HUB", "perhaps"), ("BOOTSTRAP_HUBS", "nope")]
-    {
+    for (name, value) in [
+        ("PORT", "abc"),
+        ("MAX_CONNECTIONS", "-1"),
+        ("IS_HUB", "perhaps"),
+        ("BOOTSTRAP_HUBS", "nope"),
+        ("HOST", "no-such-host.invalid"),
+    ] {
         let output = binary().env(name, value).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{name}={value}");
         let stderr = String::from_utf8(output.stderr).unwrap();
