@@ -79,6 +79,10 @@ pub struct Config {
     /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
+    /// Whether `GET /metrics` answers (`METRICS`).
+    pub metrics: bool,
+    /// When set, `GET /metrics` must present this token (`METRICS_TOKEN`). Never logged.
+    pub metrics_token: Option<String>,
     /// How much the server logs (`LOG_LEVEL`, or `RUST_LOG` when that is set and `LOG_LEVEL` is not).
     /// The library logs through the `log` facade; the binary installs the logger with this level.
     pub log_level: LevelFilter,
@@ -117,6 +121,8 @@ impl Default for Config {
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             hub_max_remote_peers: 100_000,
+            metrics: true,
+            metrics_token: None,
             log_level: LevelFilter::Info,
             log_format: LogFormat::Text,
         }
@@ -428,6 +434,24 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.hub_max_remote_peers.to_string(),
         read: |c, v| {
             c.hub_max_remote_peers = number(v, 2, 100_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "METRICS",
+        meaning: "`false` to switch `GET /metrics` (Prometheus text format) off",
+        show: |c| c.metrics.to_string(),
+        read: |c, v| {
+            c.metrics = boolean(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "METRICS_TOKEN",
+        meaning: "when set, `GET /metrics` must send `Authorization: Bearer <token>` or `?token=<token>`",
+        show: |c| if c.metrics_token.is_some() { "(set)".into() } else { "(none: open)".into() },
+        read: |c, v| {
+            c.metrics_token = Some(secret(v)?);
             Ok(())
         },
     },

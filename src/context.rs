@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::accept::handshakes::PendingHandshakes;
 use crate::config::Config;
 use crate::hub::status::BootstrapLinks;
+use crate::metrics::Metrics;
 use crate::peer::outbox::QueueBudget;
 use crate::platform::thread_budget::ThreadBudget;
 use crate::protocol::peer_id::PeerId;
@@ -26,6 +27,8 @@ pub(crate) struct ServerState {
     pub hub_peer_id: Option<PeerId>,
     pub(crate) shutting_down: AtomicBool,
     next_serial: AtomicU64,
+    /// What the server counts, for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// The bytes queued for all peers, and their bounds (`outbox.rs`).
     pub queue_budget: Arc<QueueBudget>,
     /// Sockets accepted whose request head is still being read.
@@ -84,6 +87,7 @@ impl ServerState {
             hub_peer_id,
             shutting_down: AtomicBool::new(false),
             next_serial: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::default()),
             queue_budget: QueueBudget::new(config.max_queued_bytes, config.max_total_queued_bytes),
             pending_handshakes: PendingHandshakes::new(
                 config.max_pending_handshakes,

@@ -35,6 +35,7 @@ mod config;
 mod context;
 mod error;
 mod hub;
+mod metrics;
 mod peer;
 mod platform;
 mod protocol;

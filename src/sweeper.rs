@@ -63,6 +63,7 @@ fn sweep(state: &ServerState) {
             peer.kill();
         } else if peer.idle_for(now) >= state.config.peer_timeout {
             peer.close(1000, "Idle timeout");
+            state.metrics.cut_off(crate::metrics::CutOff::Idle);
             closed += 1;
         } else {
             peer.send_control(Outbound::Ping);

@@ -219,3 +219,129 @@ fn replies_arrive_in_one_packet() {
     let segments = segments_received(&stream);
     assert!(segments <= 5, "101 and `connected` arrived in {segments} segments");
 }
+
+/// One sample of a `/metrics` scrape: its name, its labels and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses a `/metrics` body by the rules of the Prometheus text format (0.0.4): `# HELP` and
+/// `# TYPE` lines, then samples `name{label="value",...} value`; each family declared once,
+/// before its samples, which come together. Panics on anything else.
+fn parse_metrics(body: &str) -> Vec<Sample> {
+    let is_name = |s: &str, colon: bool| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+    };
+    let mut declared: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    let mut current: Option<String> = None;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(is_name(name, true), "bad name in {line:?}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                is_name(name, true) && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line:?}"
+            );
+            assert!(!declared.contains(&name.to_string()), "{name} declared twice");
+            declared.push(name.to_string());
+            current = Some(name.to_string());
+        } else {
+            assert!(!line.starts_with('#') && !line.is_empty(), "unexpected line {line:?}");
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                    let labels: Vec<(String, String)> = inner
+                        .split(',')
+                        .map(|pair| {
+                            let (key, quoted) = pair.split_once('=').unwrap();
+                            assert!(is_name(key, false), "bad label name in {line:?}");
+                            let value = quoted.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap();
+                            assert!(!value.contains('"') && !value.contains('\n'), "{line:?}");
+                            (key.to_string(), value.to_string())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, Vec::new()),
+            };
+            assert!(is_name(name, true), "bad name in {line:?}");
+            assert_eq!(current.as_deref(), Some(name), "sample {name} outside its family");
+            samples.push((name.to_string(), labels, value));
+        }
+    }
+    samples
+}
+
+fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .find(|(n, labels, _)| n == name && label.is_none_or(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .map(|(_, _, value)| *value)
+        .unwrap_or_else(|| panic!("no {name} {label:?}"))
+}
+
+#[test]
+fn metrics_follow_the_text_format_count_what_happens_and_never_go_down() {
+    let server = start();
+    let addr = server.local_addr();
+    let response = http_get(addr, "/metrics");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let before = parse_metrics(&response.body);
+
+    let network = "a-network-nobody-should-see";
+    let mut a = Client::join(addr, network);
+    let b = Client::join(addr, network);
+    a.send(serde_json::json!({"type": "offer", "networkName": network, "targetPeerId": b.id, "data": {}}));
+    a.send(
+        serde_json::json!({"type": "offer", "networkName": network, "targetPeerId": common::new_peer_id(), "data": {}}),
+    );
+    a.drain();
+    assert_eq!(common::refused(addr, "/?peerId=nope").0, 1008);
+
+    let body = http_get(addr, "/metrics").body;
+    assert!(!body.contains(network) && !body.contains(&a.id), "a client's words in a label");
+    let after = parse_metrics(&body);
+    for (name, labels, value) in &before {
+        let now = after.iter().find(|(n, l, _)| n == name && l == labels).map(|s| s.2).expect("a series disappeared");
+        if name.ends_with("_total") {
+            assert!(now >= *value, "{name}{labels:?} went down");
+        }
+    }
+    let grew = |name: &str, label: Option<(&str, &str)>, by: f64| {
+        assert_eq!(metric(&after, name, label) - metric(&before, name, label), by, "{name} {label:?}");
+    };
+    grew("peerpigeon_connections_accepted_total", None, 2.0);
+    grew("peerpigeon_connections_refused_total", Some(("reason", "invalid_peer_id")), 1.0);
+    grew("peerpigeon_messages_received_total", Some(("type", "signal")), 2.0);
+    grew("peerpigeon_messages_received_total", Some(("type", "announce")), 2.0);
+    grew("peerpigeon_signals_delivered_total", None, 1.0);
+    grew("peerpigeon_messages_dropped_total", Some(("reason", "unknown_target")), 1.0);
+    assert_eq!(metric(&after, "peerpigeon_peers", None), 2.0);
+    assert_eq!(metric(&after, "peerpigeon_networks", None), 1.0);
+    assert!(
+        metric(&after, "peerpigeon_received_bytes_total", None)
+            > metric(&before, "peerpigeon_received_bytes_total", None)
+    );
+    assert!(metric(&after, "peerpigeon_sent_bytes_total", None) > 0.0);
+    assert!(metric(&after, "process_resident_memory_bytes", None) > 0.0);
+}
+
+#[test]
+fn metrics_can_be_switched_off_or_given_a_token() {
+    let off = start_with(|c| c.metrics = false);
+    assert_eq!(http_get(off.local_addr(), "/metrics").status, 404);
+    let guarded = start_with(|c| c.metrics_token = Some("scrape me".into()));
+    let addr = guarded.local_addr();
+    assert_eq!(http_get(addr, "/metrics").status, 401);
+    assert_eq!(http_get(addr, "/metrics?token=wrong").status, 401);
+    assert_eq!(http_get(addr, "/metrics?token=scrape%20me").status, 200);
+    let with_header = http_raw(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer scrape me\r\n\r\n");
+    assert_eq!(with_header.status, 200);
+    assert!(with_header.body.contains("peerpigeon_peers 0"));
+}

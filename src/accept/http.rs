@@ -12,8 +12,10 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{HTTPVersion, Header, Response};
 
+use crate::accept::auth;
 use crate::accept::request_head::RequestHead;
 use crate::context::ServerState;
+use crate::metrics;
 use crate::platform::proc_stats;
 use crate::util::clock::iso8601;
 
@@ -52,9 +54,23 @@ pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState
         "/stats" => json_reply(200, &stats(state), state),
         "/hubstats" => json_reply(200, &hub_stats(state), state),
         "/hubs" => json_reply(200, &hubs(state), state),
+        "/metrics" if state.config.metrics => {
+            if let Some(token) = &state.config.metrics_token
+                && !auth::is_authorized(head, token)
+            {
+                let reply = json_reply(
+                    401,
+                    &json!({"error": "Unauthorized: /metrics needs METRICS_TOKEN", "status": 401}),
+                    state,
+                );
+                return send(stream, head, with_header(reply, "WWW-Authenticate", "Bearer"), parting);
+            }
+            let reply = with_cors(Response::from_string(metrics(state)), state);
+            with_header(reply, "Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        }
         _ => json_reply(
             404,
-            &json!({"error": "Not found", "endpoints": ["/health", "/stats", "/hubstats", "/hubs"]}),
+            &json!({"error": "Not found", "endpoints": ["/health", "/stats", "/hubstats", "/hubs", "/metrics"]}),
             state,
         ),
     };
@@ -154,6 +170,35 @@ fn hub_stats(state: &ServerState) -> serde_json::Value {
         "remotePeers": state.registry.remote_peer_count(),
         "reachChecks": {"decided": decided, "hubsCutOff": cut_off},
     })
+}
+
+/// `/metrics`: the counters, and the gauges read now.
+fn metrics(state: &ServerState) -> String {
+    let counts = state.registry.counts();
+    let links = state.registry.mesh_links();
+    let inbound = links.iter().filter(|l| l.direction == "inbound").count();
+    let mut bootstrap_states = [0; 4];
+    for link in state.bootstrap_links.snapshot() {
+        if let Some(at) = metrics::BOOTSTRAP_STATES.iter().position(|s| *s == link.state) {
+            bootstrap_states[at] += 1;
+        }
+    }
+    let process = proc_stats::latest();
+    let gauges = metrics::Gauges {
+        peers: counts.peers,
+        networks: counts.networks,
+        links_inbound: inbound,
+        links_outbound: links.len() - inbound,
+        bootstrap_states,
+        remote_peers: state.registry.remote_peer_count(),
+        queued_bytes: state.queue_budget.total(),
+        pending_handshakes: state.pending_handshakes.count(),
+        resident_bytes: process.rss,
+        threads: process.threads,
+        open_fds: process.open_fds,
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+    };
+    state.metrics.render(&gauges)
 }
 
 /// The live hub links, as `/hubstats` lists them.

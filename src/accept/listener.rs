@@ -24,6 +24,7 @@ use crate::accept::upgrade::AdmittedPeer;
 use crate::accept::{http, http_desk, upgrade};
 use crate::context::ServerState;
 use crate::error::Error;
+use crate::metrics;
 use crate::peer;
 use crate::util::threads::spawn_named;
 use crate::util::throttled_log::ThrottledLog;
@@ -128,6 +129,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
     let ticket = match state.pending_handshakes.admit(source, &stream) {
         Ok(ticket) => ticket,
         Err(Refusal::SourceFull) => {
+            state.metrics.refused(metrics::Refusal::SourceBusy);
             let limit = state.config.max_pending_handshakes_per_ip;
             SOURCE_FULL.warn(|| {
                 format!(
@@ -138,6 +140,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
             return;
         }
         Err(Refusal::Full) => {
+            state.metrics.refused(metrics::Refusal::HandshakesFull);
             let limit = state.config.max_pending_handshakes;
             ALL_FULL.warn(|| {
                 format!("refused a connection from {source}: {limit} request heads unfinished (MAX_PENDING_HANDSHAKES)")
@@ -147,6 +150,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
     };
     // The bound the system puts on threads (see thread_budget.rs): past it, new sockets are closed.
     let Some(slot) = state.thread_budget.try_take() else {
+        state.metrics.refused(metrics::Refusal::NoThread);
         NO_THREADS.warn(|| "no room for another thread (vm.max_map_count); refusing connections".into());
         return;
     };
@@ -198,9 +202,18 @@ fn handle_connection(mut stream: TcpStream, pending: Ticket, state: &Arc<ServerS
 
 fn reject_head(stream: TcpStream, err: HeadError, state: &ServerState) {
     match err {
-        HeadError::TimedOut => http::reply_error(stream, 408, "Request head not received in time", state),
-        HeadError::TooLarge => http::reply_error(stream, 431, "Request head too large", state),
-        HeadError::Malformed(why) => http::reply_error(stream, 400, why, state),
+        HeadError::TimedOut => {
+            state.metrics.refused(metrics::Refusal::HeadTimeout);
+            http::reply_error(stream, 408, "Request head not received in time", state);
+        }
+        HeadError::TooLarge => {
+            state.metrics.refused(metrics::Refusal::HeadTooLarge);
+            http::reply_error(stream, 431, "Request head too large", state);
+        }
+        HeadError::Malformed(why) => {
+            state.metrics.refused(metrics::Refusal::BadRequest);
+            http::reply_error(stream, 400, why, state);
+        }
         HeadError::Io(err) if err.kind() == io::ErrorKind::UnexpectedEof => {}
         HeadError::Io(err) => log::debug!("reading a request head failed: {err}"),
     }

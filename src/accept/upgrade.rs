@@ -19,10 +19,12 @@ use crate::accept::auth;
 use crate::accept::http;
 use crate::accept::request_head::RequestHead;
 use crate::context::ServerState;
+use crate::metrics::Refusal;
 use crate::peer::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
 use crate::platform::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
 use crate::protocol;
 use crate::protocol::peer_id::PeerId;
+use crate::registry::RegisterError;
 
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
@@ -51,6 +53,7 @@ pub(crate) fn accept(
         Ok(key) => key,
         Err(problem) => {
             let extra = Some(("Sec-WebSocket-Version", "13"));
+            state.metrics.refused(Refusal::BadRequest);
             http::reply_error_with(stream, 400, problem, state, extra);
             return None;
         }
@@ -65,6 +68,7 @@ pub(crate) fn accept(
         && !auth::is_authorized(head, token)
     {
         log::debug!("refused an upgrade without a valid token");
+        state.metrics.refused(Refusal::Unauthorized);
         let extra = Some(("WWW-Authenticate", "Bearer"));
         http::reply_error_with(stream, 401, "Unauthorized: a valid token is required", state, extra);
         return None;
@@ -72,12 +76,14 @@ pub(crate) fn accept(
     switch_protocols(&stream, head, key).ok()?;
 
     let Some(peer_id) = head.query_param("peerId").and_then(|id| PeerId::parse(&id)) else {
+        state.metrics.refused(Refusal::InvalidPeerId);
         refuse(stream, "Invalid peerId format");
         return None;
     };
     // The peer's writer will be a second thread: make sure there is room for it before admitting.
     let Some(writer_slot) = state.thread_budget.try_take_leaving(RESERVED_FOR_HTTP) else {
         log::warn!("no room for another thread (vm.max_map_count); refusing peer {}", peer_id.short());
+        state.metrics.refused(Refusal::NoThread);
         refuse(stream, "Server cannot accept more connections");
         return None;
     };
@@ -85,20 +91,28 @@ pub(crate) fn accept(
     let socket = match stream.try_clone() {
         Ok(socket) => socket,
         Err(_) => {
+            state.metrics.refused(Refusal::NoThread);
             refuse(stream, "Server cannot accept more connections");
             return None;
         }
     };
-    let (handle, outbox, shared) = new_peer(peer_id, serial, socket, Role::Server, state.queue_budget.clone());
+    let (handle, outbox, shared) =
+        new_peer(peer_id, serial, socket, Role::Server, state.queue_budget.clone(), state.metrics.clone());
     if hub_credential {
         handle.grant_hub_credential();
     }
     if let Err(refusal) = state.registry.register(handle.clone()) {
         log::debug!("refused peer {}: {}", peer_id.short(), refusal.close_reason());
+        state.metrics.refused(match refusal {
+            RegisterError::Duplicate => Refusal::Duplicate,
+            RegisterError::Full => Refusal::Full,
+            RegisterError::ShuttingDown => Refusal::ShuttingDown,
+        });
         refuse(stream, refusal.close_reason());
         return None;
     }
     drop(stream);
+    state.metrics.accepted();
     handle.send_text(protocol::connected(peer_id));
     if let Some(from) = handle.remote_addr {
         log::debug!("peer {} connected from {from}", peer_id.short());

@@ -58,6 +58,7 @@ pub(crate) fn run_link(index: usize, url: &str, state: &Arc<ServerState>, stop: 
     let mut failures: u32 = 0;
     let mut last_logged_error = String::new();
     while !state.is_shutting_down() {
+        state.metrics.link_attempt();
         links.update(index, |s| {
             s.state = "connecting";
             s.last_attempt = Some(unix_millis());
@@ -126,7 +127,8 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
     };
-    let (handle, outbox, shared) = new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone());
+    let (handle, outbox, shared) =
+        new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone(), state.metrics.clone());
     let writer_shared = shared.clone();
     let writer =
         thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(HUB_THREAD_STACK).spawn(move || {

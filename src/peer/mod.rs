@@ -75,6 +75,7 @@ fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8
             reader::Incoming::Text(text) => router::handle_text(&state, &handle, text),
             reader::Incoming::Binary => {
                 state.note_rejected();
+                state.metrics.received(crate::metrics::Received::Binary);
                 let text = "Binary frames are not supported: send JSON text messages";
                 handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
             }

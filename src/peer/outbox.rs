@@ -34,6 +34,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::{Bytes, Utf8Bytes};
 
+use crate::metrics::{CutOff, Dropped, Metrics};
 use crate::protocol::peer_id::PeerId;
 use crate::util::clock::unix_millis;
 use crate::util::throttled_log::ThrottledLog;
@@ -118,6 +119,8 @@ pub struct PeerShared {
     queued_bytes: AtomicUsize,
     /// The bounds, and the count of all peers' queued bytes this peer's add to.
     budget: Arc<QueueBudget>,
+    /// The server's counters (bytes written, peers cut off).
+    pub(crate) metrics: Arc<Metrics>,
     last_activity_ms: AtomicU64,
     closing: AtomicBool,
 }
@@ -175,6 +178,7 @@ pub(crate) fn new_peer(
     socket: TcpStream,
     role: Role,
     budget: Arc<QueueBudget>,
+    metrics: Arc<Metrics>,
 ) -> (Arc<PeerHandle>, Receiver<Outbound>, Arc<PeerShared>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let now = unix_millis();
@@ -185,6 +189,7 @@ pub(crate) fn new_peer(
         wire: Mutex::new(Wire::default()),
         queued_bytes: AtomicUsize::new(0),
         budget,
+        metrics,
         last_activity_ms: AtomicU64::new(now),
         closing: AtomicBool::new(false),
     });
@@ -225,8 +230,14 @@ impl PeerHandle {
         // Formatting into a Vec cannot fail (it is the only I/O `format` does).
         let _ = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true).format(&mut frame);
         let sent = match crate::platform::socket_flags::write_without_waiting(&self.shared.socket, &frame) {
-            Ok(sent) if sent == frame.len() => return true,
-            Ok(sent) => sent,
+            Ok(sent) if sent == frame.len() => {
+                self.shared.metrics.bytes_out(sent);
+                return true;
+            }
+            Ok(sent) => {
+                self.shared.metrics.bytes_out(sent);
+                sent
+            }
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(_) => {
                 // The connection is broken; its reader will notice and clean up.
@@ -260,6 +271,8 @@ impl PeerHandle {
             self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             budget.total.fetch_sub(cost, Ordering::Relaxed);
             if !self.is_closing() {
+                self.shared.metrics.dropped(Dropped::QueueFull);
+                self.shared.metrics.cut_off(CutOff::NotReading);
                 static CUT_OFF: ThrottledLog = ThrottledLog::new();
                 CUT_OFF.warn(|| {
                     format!(

@@ -14,6 +14,7 @@ use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
 use crate::context::ServerState;
+use crate::metrics::{CutOff, Dropped, Metrics};
 use crate::peer::outbox::{Outbound, PeerHandle, PeerShared};
 use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::protocol::{self, error_code};
@@ -28,6 +29,7 @@ const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 /// dropped (see module docs).
 struct ReadOnly<'a> {
     socket: &'a TcpStream,
+    metrics: &'a Metrics,
     limiter: RateLimiter,
     /// Set when the byte rate was exceeded for too long: the read then fails, and the reader closes.
     over_limit: bool,
@@ -36,6 +38,7 @@ struct ReadOnly<'a> {
 impl Read for ReadOnly<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let count = (&mut &*self.socket).read(buf)?;
+        self.metrics.bytes_in(count);
         match self.limiter.bytes(count, Instant::now()) {
             Pace::Go => {}
             // Over the byte rate: wait before reading more (see rate_limit.rs).
@@ -80,6 +83,7 @@ pub(crate) fn read_frames(
     let mut limited_as_link = handle.is_link();
     let reader = ReadOnly {
         socket: &shared.socket,
+        metrics: &state.metrics,
         limiter: RateLimiter::new(limits(limited_as_link), Instant::now()),
         over_limit: false,
     };
@@ -102,6 +106,7 @@ pub(crate) fn read_frames(
                 Verdict::Allow => message,
                 Verdict::Drop { first } => {
                     state.note_rejected();
+                    state.metrics.dropped(Dropped::RateLimited);
                     if first {
                         let text = format!(
                             "Rate limit exceeded: at most {} messages a second (bursts of {}); messages are being dropped",
@@ -112,15 +117,17 @@ pub(crate) fn read_frames(
                     continue;
                 }
                 Verdict::Close => {
+                    state.metrics.cut_off(CutOff::RateLimited);
                     handle.close(1008, "Rate limit exceeded");
                     return "rate limit exceeded";
                 }
             },
             Err(_) if socket.get_ref().over_limit => {
+                state.metrics.cut_off(CutOff::RateLimited);
                 handle.close(1008, "Rate limit exceeded");
                 return "rate limit exceeded";
             }
-            Err(err) => return ended_by(handle, err),
+            Err(err) => return ended_by(handle, err, &state.metrics),
         };
         match message {
             Message::Text(text) => {
@@ -147,13 +154,16 @@ pub(crate) fn read_frames(
 
 /// Ends a connection whose frames could not be read, with the close code the error calls for;
 /// returns the reason.
-fn ended_by(handle: &PeerHandle, err: WsError) -> &'static str {
+fn ended_by(handle: &PeerHandle, err: WsError, metrics: &Metrics) -> &'static str {
     match err {
         WsError::Capacity(_) => {
+            metrics.dropped(Dropped::TooBig);
+            metrics.cut_off(CutOff::TooBig);
             handle.close(1009, "Message too big");
             "message too big"
         }
         WsError::Utf8(_) => {
+            metrics.cut_off(CutOff::ProtocolError);
             handle.close(1007, "Invalid UTF-8 in text frame");
             "invalid UTF-8"
         }
@@ -163,6 +173,7 @@ fn ended_by(handle: &PeerHandle, err: WsError) -> &'static str {
             "disconnected"
         }
         WsError::Protocol(_) => {
+            metrics.cut_off(CutOff::ProtocolError);
             handle.close(1002, "WebSocket protocol error");
             "protocol error"
         }

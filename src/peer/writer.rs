@@ -96,9 +96,11 @@ fn write_out(shared: &PeerShared, buffer: &[u8], closing: bool) -> io::Result<()
     let mut wire = shared.wire.lock();
     if !wire.carry.is_empty() {
         stream.write_all(&wire.carry)?;
+        shared.metrics.bytes_out(wire.carry.len());
         wire.carry = Vec::new();
     }
     stream.write_all(buffer)?;
+    shared.metrics.bytes_out(buffer.len());
     wire.closed |= closing;
     Ok(())
 }
@@ -136,8 +138,14 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&"ab".repeat(20)).unwrap();
-        let (handle, outbox, shared) =
-            new_peer(id, 1, server, Role::Server, crate::peer::outbox::QueueBudget::new(1 << 30, 1 << 31));
+        let (handle, outbox, shared) = new_peer(
+            id,
+            1,
+            server,
+            Role::Server,
+            crate::peer::outbox::QueueBudget::new(1 << 30, 1 << 31),
+            Default::default(),
+        );
         let signal = |n: usize| format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7));
         // Nobody reads yet: signals are written directly until the socket's buffers are full and
         // one frame is taken only in part (its rest is queued as carried), then they queue.

@@ -54,6 +54,15 @@ impl RegisterError {
     }
 }
 
+/// Where a signal went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To its target, a peer of this server.
+    Local,
+    /// To the hub links, the target not being here.
+    Relayed,
+}
+
 /// Why a signal was not delivered; each becomes an `error` reply to the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
@@ -261,7 +270,7 @@ impl Registry {
         target: PeerId,
         kind: SignalKind,
         data: Option<&RawValue>,
-    ) -> Result<(), RouteError> {
+    ) -> Result<Route, RouteError> {
         let mut state = self.lock();
         let sender_network = state.peers.get(&sender).and_then(|e| e.announced.as_ref()).map(|a| &a.network);
         if sender_network.is_none_or(|n| &**n != network) {
@@ -277,11 +286,11 @@ impl Registry {
             let handle = entry.handle.clone();
             drop(state);
             handle.send_signal(protocol::signal(kind, data, sender, target, network));
-            return Ok(());
+            return Ok(Route::Local);
         }
         let now = Instant::now();
         let relayed = state.with_mesh(|mesh, _| mesh.local_signal(kind, sender, target, network, data, now));
-        if relayed == Some(true) { Ok(()) } else { Err(RouteError::UnknownTarget) }
+        if relayed == Some(true) { Ok(Route::Relayed) } else { Err(RouteError::UnknownTarget) }
     }
 
     /// Every registered connection, for the sweeper and shutdown to work through without the lock.
@@ -597,6 +606,7 @@ mod tests {
             server.try_clone().unwrap(),
             tungstenite::protocol::Role::Server,
             QueueBudget::new(1 << 20, 1 << 30),
+            Default::default(),
         );
         TestPeer { handle, rx, _sockets: (client, server) }
     }

@@ -7,11 +7,12 @@
 use serde_json::value::RawValue;
 
 use crate::context::ServerState;
+use crate::metrics::{Dropped, Received};
 use crate::peer::outbox::PeerHandle;
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, ClientMessage, SignalKind, error_code};
-use crate::registry::RouteError;
 use crate::registry::mesh::LinkEvent;
+use crate::registry::{Route, RouteError};
 
 /// Longest piece of client-chosen text echoed back inside an error reply.
 const MAX_ECHOED_LEN: usize = 64;
@@ -22,10 +23,20 @@ pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
     let message = match protocol::parse_client_message(text) {
         Ok(message) => message,
         Err(err) => {
+            state.metrics.received(Received::Invalid);
             reject(state, from, protocol::error(err.code(), &err.to_string()));
             return;
         }
     };
+    state.metrics.received(match &message {
+        ClientMessage::Announce { .. } => Received::Announce,
+        ClientMessage::Signal { .. } => Received::Signal,
+        ClientMessage::Goodbye => Received::Goodbye,
+        ClientMessage::Ping => Received::Ping,
+        ClientMessage::Cleanup => Received::Cleanup,
+        ClientMessage::HubOnly => Received::Hub,
+        ClientMessage::Unsupported { .. } => Received::Unsupported,
+    });
     match message {
         ClientMessage::Announce { network, data } => {
             if let Err(err) = protocol::check_announce_size(data, state.config.max_peer_data_bytes) {
@@ -77,7 +88,8 @@ fn route_signal(
         None => Err(RouteError::UnknownTarget),
     };
     let reply = match delivered {
-        Ok(()) => return,
+        Ok(Route::Local) => return state.metrics.delivered(),
+        Ok(Route::Relayed) => return state.metrics.relayed(),
         Err(RouteError::NotInNetwork) => protocol::error(
             error_code::NOT_IN_NETWORK,
             &format!("Cannot send '{}': announce in network '{}' first", kind.as_str(), shorten(network)),
@@ -92,6 +104,10 @@ fn route_signal(
             ),
         ),
     };
+    state.metrics.dropped(match delivered {
+        Err(RouteError::NotInNetwork) => Dropped::NotInNetwork,
+        _ => Dropped::UnknownTarget,
+    });
     reject(state, from, reply);
 }
 
