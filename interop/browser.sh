@@ -8,6 +8,7 @@
 #
 # Scenarios: two browsers on one server; three browsers in a full mesh; two browsers on two linked
 # hubs; one browser on a PeerPigeon-rs hub and one on a JavaScript hub linked to it (both ways).
+# Also the status page at `/` (interop/status-page.mjs; STATUS_SCREENSHOT=file.png keeps a picture).
 source "$(dirname "$0")/common.sh"
 
 rounds="${BROWSER_ROUNDS:-3}"
@@ -17,6 +18,8 @@ echo "== PeerPigeon-rs"
 one="$(free_port)"; start_rust rs-one "$one"
 browsers --label "rs: two browsers, one server" --peers 2 "ws://127.0.0.1:$one"
 browsers --label "rs: three browsers, one server" --peers 3 "ws://127.0.0.1:$one"
+echo "== rs: the status page at /"
+node "$here/status-page.mjs" "ws://127.0.0.1:$one" ${STATUS_SCREENSHOT:+"$STATUS_SCREENSHOT"}
 
 hub_a="$(free_port)"; start_rust rs-hub-a "$hub_a" IS_HUB=true
 hub_b="$(free_port)"; start_rust rs-hub-b "$hub_b" IS_HUB=true BOOTSTRAP_HUBS="ws://127.0.0.1:$hub_a"

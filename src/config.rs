@@ -79,6 +79,9 @@ pub struct Config {
     /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
+    /// Whether the status page at `/` shows hub ids and link URLs (`STATUS_DETAIL`); without it the
+    /// page shows only counts.
+    pub status_detail: bool,
     /// Whether `GET /metrics` answers (`METRICS`).
     pub metrics: bool,
     /// When set, `GET /metrics` must present this token (`METRICS_TOKEN`). Never logged.
@@ -121,6 +124,7 @@ impl Default for Config {
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             hub_max_remote_peers: 100_000,
+            status_detail: false,
             metrics: true,
             metrics_token: None,
             log_level: LevelFilter::Info,
@@ -434,6 +438,15 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.hub_max_remote_peers.to_string(),
         read: |c, v| {
             c.hub_max_remote_peers = number(v, 2, 100_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "STATUS_DETAIL",
+        meaning: "`true` for the status page at `/` to show hub ids and link URLs, not only counts",
+        show: |c| c.status_detail.to_string(),
+        read: |c, v| {
+            c.status_detail = boolean(v)?;
             Ok(())
         },
     },

@@ -100,13 +100,20 @@ fn hubstats_and_hubs_list_hub_links() {
 }
 
 #[test]
-fn root_serves_a_banner_and_unknown_paths_a_json_404() {
+fn root_serves_the_status_page_and_unknown_paths_a_json_404() {
     let server = start();
     let addr = server.local_addr();
     let root = http_get(addr, "/");
     assert_eq!(root.status, 200);
-    assert!(root.body.contains("PeerPigeon"));
+    assert_eq!(root.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert!(root.body.contains("PeerPigeon") && root.body.contains("data-detail=\"false\""));
+    // Self-contained: nothing is loaded from anywhere else.
+    assert!(!root.body.contains("src=\"http") && !root.body.contains("href=\"http"), "an external asset");
     assert_eq!(root.header("Access-Control-Allow-Origin"), Some("*"));
+    let detailed = start_with(|c| c.status_detail = true);
+    assert!(http_get(detailed.local_addr(), "/").body.contains("data-detail=\"true\""));
+    // And a WebSocket upgrade on `/` is still a WebSocket.
+    Client::connect(addr);
     let missing = http_get(addr, "/no/such/thing");
     assert_eq!(missing.status, 404);
     assert_json_with_cors(&missing, "*");

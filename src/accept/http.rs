@@ -1,4 +1,4 @@
-//! The HTTP side of the port: `/health`, `/stats`, `/hubstats`, `/hubs`, the `/` banner, CORS
+//! The HTTP side of the port: `/health`, `/stats`, `/hubstats`, `/hubs`, `/metrics`, the status page at `/`, CORS
 //! preflights, and the error replies of a failed handshake (docs/protocol.md §6).
 //!
 //! One request per connection: the reply is written with tiny_http's `Response` (which formats the
@@ -19,8 +19,9 @@ use crate::metrics;
 use crate::platform::proc_stats;
 use crate::util::clock::iso8601;
 
-/// Banner served on `/`.
-const BANNER: &str = concat!("PeerPigeon WebSocket Signaling Server (PeerPigeon-rs ", env!("CARGO_PKG_VERSION"), ")");
+/// The status page served at `/`: one self-contained HTML file (no external assets) that polls
+/// `/stats`, `/hubstats` and `/health` every few seconds.
+const STATUS_PAGE: &str = include_str!("status_page.html");
 /// How long, after replying, unread request bytes are drained so the reply is not lost to a reset.
 const LINGER: Duration = Duration::from_millis(500);
 /// How long the HTTP desk lets one reply's write take before it gives up on that client.
@@ -48,7 +49,8 @@ pub(crate) fn respond(stream: TcpStream, head: &RequestHead, state: &ServerState
     }
     let reply = match head.path() {
         "/" => {
-            with_header(with_cors(Response::from_string(BANNER), state), "Content-Type", "text/plain; charset=utf-8")
+            let page = STATUS_PAGE.replace("{{DETAIL}}", if state.config.status_detail { "true" } else { "false" });
+            with_header(with_cors(Response::from_string(page), state), "Content-Type", "text/html; charset=utf-8")
         }
         "/health" => json_reply(200, &health(state), state),
         "/stats" => json_reply(200, &stats(state), state),
@@ -150,6 +152,7 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "maxThreads": state.thread_budget.limit(),
         "uptime": state.started.elapsed().as_millis() as u64,
         "rejectedMessages": state.rejected_messages(),
+        "messagesHandled": state.messages_handled.load(std::sync::atomic::Ordering::Relaxed),
         "pendingHandshakes": state.pending_handshakes.count(),
         "queuedBytes": state.queue_budget.total(),
         "host": state.config.host,
