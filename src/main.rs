@@ -12,7 +12,10 @@ use peerpigeon::{Config, Error, LogFormat, Server, env_help};
 const USAGE: &str = "\
 PeerPigeon-rs: WebSocket signaling server for PeerPigeon WebRTC meshes
 
-Usage: peerpigeon [--help | --version]
+Usage: peerpigeon [--help | --version | --healthcheck]
+
+  --healthcheck   ask the server on this machine's PORT for /health; exit 0 if it is healthy
+                  (for container HEALTHCHECKs, without curl in the image)
 
 Configured by environment variables (default in brackets):";
 
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
                 println!("{USAGE}\n{}\n\nExample: PORT=8080 IS_HUB=true peerpigeon", env_help());
                 ExitCode::SUCCESS
             }
+            "--healthcheck" => healthcheck(),
             "-V" | "--version" => {
                 println!("peerpigeon {}", env!("CARGO_PKG_VERSION"));
                 ExitCode::SUCCESS
@@ -77,4 +81,40 @@ fn main() -> ExitCode {
     let _ = stop_rx.recv();
     server.shutdown();
     ExitCode::SUCCESS
+}
+
+/// `--healthcheck`: GET /health from the server on this machine's `PORT` (loopback, or `HOST` when
+/// it names one address), with a 3 s limit. Exit 0 on `200`, 1 otherwise.
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let port = std::env::var("PORT").ok().and_then(|p| p.trim().parse::<u16>().ok()).unwrap_or(3000);
+    let host = std::env::var("HOST").ok().filter(|h| !h.is_empty() && h != "0.0.0.0" && h != "::");
+    let host = host.unwrap_or_else(|| "127.0.0.1".to_string());
+    let Some(addr): Option<SocketAddr> = (host.as_str(), port).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        eprintln!("peerpigeon: cannot resolve {host}");
+        return ExitCode::FAILURE;
+    };
+    let limit = Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, limit)?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply)
+    })();
+    match answer {
+        Ok(reply) if reply.starts_with("HTTP/1.1 200") && reply.contains("\"healthy\"") => ExitCode::SUCCESS,
+        Ok(reply) => {
+            eprintln!("peerpigeon: {addr}/health answered {:?}", reply.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("peerpigeon: cannot reach {addr}/health: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

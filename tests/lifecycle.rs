@@ -132,3 +132,17 @@ fn the_binary_logs_the_port_it_moved_to() {
     let (_running, addr, _log) = run_binary(&[("PORT", &busy.to_string())]);
     assert!(addr.port() > busy && addr.port() <= busy + 10, "busy {busy}, logged {addr}");
 }
+
+#[test]
+fn healthcheck_says_whether_the_server_on_port_answers() {
+    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
+    let check = |port: u16| binary().arg("--healthcheck").env("PORT", port.to_string()).output().unwrap();
+    assert!(check(addr.port()).status.success());
+    drop(running);
+    let blocker = common::test_listener();
+    let closed = blocker.local_addr().unwrap().port();
+    drop(blocker);
+    let failed = check(closed);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot reach"));
+}

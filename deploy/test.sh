@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Checks the deployment kit in deploy/. The systemd unit passes `systemd-analyze verify` and keeps
+# its sandbox (exposure at most 1.5 by `systemd-analyze security`); the sysctl drop-in names
+# settings this kernel has. Then the reverse-proxy configurations as shipped: PeerPigeon-rs on a loopback
+# port, Debian's nginx (deploy/nginx/peerpigeon.conf) and then Caddy (deploy/caddy/Caddyfile) in
+# front of it with a throw-away self-signed certificate, and the JavaScript reference's own
+# SignalingClient connecting over wss:// through each: both peers announce, discover each other,
+# exchange an offer and an answer, and one is told when the other leaves. /health is read over
+# https:// as well. Only the listen address, certificate paths and upstream port are changed from
+# the shipped files; the proxying lines are the ones a user copies.
+#
+#   bash deploy/test.sh
+#
+# Needs systemd-analyze, nginx, caddy and openssl (.ci/run installs them); a missing one fails the run.
+# The container files (Dockerfile, compose.yaml) need a container engine and are not run here.
+source "$(dirname "$0")/../interop/common.sh"
+deploy="$root/deploy"
+work="$(mktemp -d)"
+
+echo "== systemd unit: systemd-analyze verify and security"
+sed "s|/usr/local/bin/peerpigeon|$root/target/release/peerpigeon|" "$deploy/systemd/peerpigeon.service" >"$work/peerpigeon.service"
+systemd-analyze verify "$work/peerpigeon.service"
+# --threshold is in tenths of the 0-10 exposure scale that systemd-analyze prints.
+systemd-analyze security --offline=yes --threshold=15 "$work/peerpigeon.service" | tail -n 1
+echo "== sysctl drop-in: every setting exists on this kernel"
+grep -E '^[a-z]' "$deploy/systemd/99-peerpigeon.conf" | cut -d= -f1 | while read -r key; do
+  test -e "/proc/sys/${key//.//}" || { echo "no such kernel setting: $key" >&2; exit 1; }
+done
+
+echo "== a throw-away certificate for 127.0.0.1"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+# Node.js trusts it for this run only.
+export NODE_EXTRA_CA_CERTS="$work/cert.pem"
+
+upstream="$(free_port)"
+echo "== PeerPigeon-rs on 127.0.0.1:$upstream"
+start_rust rust "$upstream"
+
+# through_proxy NAME PORT ANNOUNCES: the checks a user of the proxy on PORT would make; PeerPigeon-rs
+# must have counted ANNOUNCES announces in all after them.
+through_proxy() {
+  local name="$1" port="$2" announces="$3"
+  wait_until "$name to accept TLS" "node -e \"fetch('https://127.0.0.1:$port/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))\""
+  echo "== $name: /health over https://"
+  node -e "
+    fetch('https://127.0.0.1:$port/health').then(r => r.json()).then(j => {
+      if (j.status !== 'healthy') { console.error('unexpected /health', j); process.exit(1); }
+      console.log('/health says', j.status);
+    }).catch(e => { console.error(e); process.exit(1); })"
+  echo "== $name: two SignalingClients over wss://"
+  node "$root/interop/signaling-client.mjs" "wss://127.0.0.1:$port/" "wss://127.0.0.1:$port/signal"
+  # The peers really went through to PeerPigeon-rs: it counted their messages.
+  node -e "
+    fetch('http://127.0.0.1:$upstream/metrics').then(r => r.text()).then(t => {
+      const line = t.split('\n').find(l => l.startsWith('peerpigeon_messages_received_total{type=\"announce\"}'));
+      const seen = line ? Number(line.split(' ').pop()) : 0;
+      if (seen !== $announces) { console.error('PeerPigeon-rs saw', seen, 'announces through $name'); process.exit(1); }
+      console.log('PeerPigeon-rs counted', seen, 'announces in all');
+    }).catch(e => { console.error(e); process.exit(1); })"
+}
+
+nginx_port="$(free_port)"
+echo "== nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$nginx_port with deploy/nginx/peerpigeon.conf"
+mkdir -p "$work/nginx"
+sed -e "s|listen 443 ssl;|listen 127.0.0.1:$nginx_port ssl;|" \
+  -e "/listen \[::\]:443 ssl;/d" \
+  -e "s|server_name .*;|server_name 127.0.0.1;|" \
+  -e "s|ssl_certificate .*;|ssl_certificate $work/cert.pem;|" \
+  -e "s|ssl_certificate_key .*;|ssl_certificate_key $work/key.pem;|" \
+  -e "s|server 127.0.0.1:3000;|server 127.0.0.1:$upstream;|" \
+  "$deploy/nginx/peerpigeon.conf" >"$work/nginx/site.conf"
+for line in "listen 127.0.0.1:$nginx_port ssl;" "server 127.0.0.1:$upstream;" "ssl_certificate_key $work/key.pem;"; do
+  grep -qF "$line" "$work/nginx/site.conf" || { echo "deploy/nginx/peerpigeon.conf changed shape: '$line' not rendered" >&2; exit 1; }
+done
+cat >"$work/nginx/nginx.conf" <<EOF
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events {}
+http {
+    access_log $work/nginx/access.log;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    include $work/nginx/site.conf;
+}
+EOF
+nginx -t -q -p "$work/nginx" -c "$work/nginx/nginx.conf"
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$logs/nginx.log" &
+pids+=($!)
+through_proxy nginx "$nginx_port" 2
+
+caddy_port="$(free_port)"
+echo "== caddy $(caddy version | cut -d' ' -f1) on 127.0.0.1:$caddy_port with deploy/caddy/Caddyfile"
+mkdir -p "$work/caddy"
+{
+  # Test-only global options: no admin endpoint, no port 80 redirect, state kept in the work dir.
+  printf '{\n\tadmin off\n\tauto_https disable_redirects\n\tstorage file_system %s\n}\n' "$work/caddy"
+  sed -e "s|^signal.example.org {|https://127.0.0.1:$caddy_port {\n\ttls $work/cert.pem $work/key.pem|" \
+    -e "s|reverse_proxy 127.0.0.1:3000|reverse_proxy 127.0.0.1:$upstream|" \
+    "$deploy/caddy/Caddyfile"
+} >"$work/caddy/Caddyfile"
+grep -qF "reverse_proxy 127.0.0.1:$upstream" "$work/caddy/Caddyfile" ||
+  { echo "deploy/caddy/Caddyfile changed shape: upstream not rendered" >&2; exit 1; }
+XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" \
+  caddy run --adapter caddyfile --config "$work/caddy/Caddyfile" 2>"$logs/caddy.log" &
+pids+=($!)
+through_proxy caddy "$caddy_port" 4
+
+echo "== deploy: nginx and Caddy configurations passed"
