@@ -6,7 +6,8 @@
 # front of it with a throw-away self-signed certificate, and the JavaScript reference's own
 # SignalingClient connecting over wss:// through each: both peers announce, discover each other,
 # exchange an offer and an answer, and one is told when the other leaves. /health is read over
-# https:// as well. Only the listen address, certificate paths and upstream port are changed from
+# https:// as well. The server is a hub without HUB_TOKEN: a client through the proxy that claims to
+# be a hub must stay an ordinary peer, although the proxy connects from loopback. Only the listen address, certificate paths and upstream port are changed from
 # the shipped files; the proxying lines are the ones a user copies.
 #
 #   bash deploy/test.sh
@@ -34,13 +35,37 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
 export NODE_EXTRA_CA_CERTS="$work/cert.pem"
 
 upstream="$(free_port)"
-echo "== PeerPigeon-rs on 127.0.0.1:$upstream"
-start_rust rust "$upstream"
+echo "== PeerPigeon-rs, a hub without HUB_TOKEN, on 127.0.0.1:$upstream"
+start_rust rust "$upstream" IS_HUB=true
 
-# through_proxy NAME PORT ANNOUNCES: the checks a user of the proxy on PORT would make; PeerPigeon-rs
-# must have counted ANNOUNCES announces in all after them.
+# claims_hub URL: announces as a hub at URL; prints what the hub made of it (hub-hello: a link).
+claims_hub() {
+  node -e "
+    const WebSocket = require('$root/interop/node_modules/ws');
+    const id = require('crypto').randomBytes(20).toString('hex');
+    const ws = new WebSocket('$1' + '?peerId=' + id);
+    setTimeout(() => { console.log('no answer'); process.exit(1); }, 5000);
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'announce', networkName: 'pigeonhub-mesh', data: { isHub: true } })));
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw);
+      if (m.type === 'hub-hello' || m.type === 'error') { console.log(m.type === 'error' ? m.code : m.type); process.exit(0); }
+    });"
+}
+direct="$(claims_hub "ws://127.0.0.1:$upstream/")"
+test "$direct" = hub-hello || { echo "a hub on this machine was not taken as a link: $direct" >&2; exit 1; }
+
+# announces: how many announces PeerPigeon-rs has counted (its /metrics).
+announces() {
+  node -e "
+    fetch('http://127.0.0.1:$upstream/metrics').then(r => r.text()).then(t => {
+      const line = t.split('\n').find(l => l.startsWith('peerpigeon_messages_received_total{type=\"announce\"}'));
+      console.log(line ? line.split(' ').pop() : 0);
+    }).catch(e => { console.error(e); process.exit(1); })"
+}
+
+# through_proxy NAME PORT: the checks a user of the proxy on PORT would make.
 through_proxy() {
-  local name="$1" port="$2" announces="$3"
+  local name="$1" port="$2" before
   wait_until "$name to accept TLS" "node -e \"fetch('https://127.0.0.1:$port/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))\""
   echo "== $name: /health over https://"
   node -e "
@@ -49,15 +74,15 @@ through_proxy() {
       console.log('/health says', j.status);
     }).catch(e => { console.error(e); process.exit(1); })"
   echo "== $name: two SignalingClients over wss://"
+  before="$(announces)"
   node "$root/interop/signaling-client.mjs" "wss://127.0.0.1:$port/" "wss://127.0.0.1:$port/signal"
-  # The peers really went through to PeerPigeon-rs: it counted their messages.
-  node -e "
-    fetch('http://127.0.0.1:$upstream/metrics').then(r => r.text()).then(t => {
-      const line = t.split('\n').find(l => l.startsWith('peerpigeon_messages_received_total{type=\"announce\"}'));
-      const seen = line ? Number(line.split(' ').pop()) : 0;
-      if (seen !== $announces) { console.error('PeerPigeon-rs saw', seen, 'announces through $name'); process.exit(1); }
-      console.log('PeerPigeon-rs counted', seen, 'announces in all');
-    }).catch(e => { console.error(e); process.exit(1); })"
+  # They really went through to PeerPigeon-rs: it counted their announces.
+  test "$(announces)" = $((before + 2)) || { echo "PeerPigeon-rs did not count two announces" >&2; exit 1; }
+  echo "== $name: a client claiming to be a hub, through the proxy from loopback"
+  local claim
+  claim="$(claims_hub "wss://127.0.0.1:$port/")"
+  test "$claim" = not-a-hub-link || { echo "through $name, a claimed hub got: $claim" >&2; exit 1; }
+  echo "told $claim (directly from loopback: $direct)"
 }
 
 nginx_port="$(free_port)"
@@ -91,7 +116,7 @@ EOF
 nginx -t -q -p "$work/nginx" -c "$work/nginx/nginx.conf"
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$logs/nginx.log" &
 pids+=($!)
-through_proxy nginx "$nginx_port" 2
+through_proxy nginx "$nginx_port"
 
 caddy_port="$(free_port)"
 echo "== caddy $(caddy version | cut -d' ' -f1) on 127.0.0.1:$caddy_port with deploy/caddy/Caddyfile"
@@ -108,6 +133,6 @@ grep -qF "reverse_proxy 127.0.0.1:$upstream" "$work/caddy/Caddyfile" ||
 XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" \
   caddy run --adapter caddyfile --config "$work/caddy/Caddyfile" 2>"$logs/caddy.log" &
 pids+=($!)
-through_proxy caddy "$caddy_port" 4
+through_proxy caddy "$caddy_port"
 
 echo "== deploy: nginx and Caddy configurations passed"

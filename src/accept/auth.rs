@@ -27,13 +27,21 @@ pub fn is_authorized(head: &RequestHead, expected: &str) -> bool {
 }
 
 /// Whether a connection to a hub may become a hub link (docs/protocol.md §5, "Who is a hub"): it
-/// presented `hub_token`, or none is set and it comes from this machine.
+/// presented `hub_token`, or none is set and it comes from this machine. A reverse proxy on this
+/// machine connects from loopback too, on behalf of anyone: a request a proxy forwarded (it carries
+/// one of [`FORWARDING_HEADERS`], which the proxy adds and its client cannot remove) is not local.
 pub fn holds_hub_credential(head: &RequestHead, hub_token: Option<&str>, from: Option<SocketAddr>) -> bool {
     match hub_token {
         Some(token) => presents_hub_token(head, token),
-        None => from.is_some_and(|addr| addr.ip().is_loopback()),
+        None => {
+            let forwarded = FORWARDING_HEADERS.iter().any(|name| head.header(name).is_some());
+            !forwarded && from.is_some_and(|addr| addr.ip().is_loopback())
+        }
     }
 }
+
+/// Headers by which reverse proxies (nginx, Caddy, HAProxy, Apache, Traefik) say whom they forward.
+pub const FORWARDING_HEADERS: [&str; 4] = ["Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host"];
 
 /// The header a hub link presents `HUB_TOKEN` in.
 pub const HUB_TOKEN_HEADER: &str = "X-PeerPigeon-Hub-Token";
@@ -104,6 +112,12 @@ mod tests {
         assert!(holds_hub_credential(&plain, None, Some(local)));
         assert!(!holds_hub_credential(&plain, None, Some(remote)));
         assert!(!holds_hub_credential(&plain, None, None));
+        // A proxy on this machine forwarding someone else is not this machine.
+        for name in FORWARDING_HEADERS {
+            let proxied =
+                RequestHead::parse(format!("GET /?peerId=x HTTP/1.1\r\n{name}: 203.0.113.9\r\n\r\n").as_bytes());
+            assert!(!holds_hub_credential(&proxied.unwrap(), None, Some(local)), "{name}");
+        }
         // With a token set, the address does not matter: only the token does.
         assert!(!holds_hub_credential(&plain, Some("k"), Some(local)));
         assert!(holds_hub_credential(&head("/mesh/k", None), Some("k"), Some(remote)));
