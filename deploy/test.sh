@@ -7,7 +7,8 @@
 # SignalingClient connecting over wss:// through each: both peers announce, discover each other,
 # exchange an offer and an answer, and one is told when the other leaves. /health is read over
 # https:// as well. The server is a hub without HUB_TOKEN: a client through the proxy that claims to
-# be a hub must stay an ordinary peer, although the proxy connects from loopback. Only the listen address, certificate paths and upstream port are changed from
+# be a hub must stay an ordinary peer, although the proxy connects from loopback. Last, two hubs
+# with HUB_TOKEN link over TLS through nginx (deploy/nginx/hub-link-tls.conf), as across machines. Only the listen address, certificate paths and upstream port are changed from
 # the shipped files; the proxying lines are the ones a user copies.
 #
 #   bash deploy/test.sh
@@ -30,7 +31,7 @@ done
 
 echo "== a throw-away certificate for 127.0.0.1"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
-  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 # Node.js trusts it for this run only.
 export NODE_EXTRA_CA_CERTS="$work/cert.pem"
 
@@ -53,6 +54,11 @@ claims_hub() {
 }
 direct="$(claims_hub "ws://127.0.0.1:$upstream/")"
 test "$direct" = hub-hello || { echo "a hub on this machine was not taken as a link: $direct" >&2; exit 1; }
+
+# has_one_link PORT: whether the hub on PORT has one live hub link.
+has_one_link() {
+  node -e "fetch('http://127.0.0.1:$1/hubstats').then(r=>r.json()).then(j=>process.exit(j.connectedHubs===1?0:1)).catch(()=>process.exit(1))"
+}
 
 # announces: how many announces PeerPigeon-rs has counted (its /metrics).
 announces() {
@@ -85,37 +91,50 @@ through_proxy() {
   echo "told $claim (directly from loopback: $direct)"
 }
 
-nginx_port="$(free_port)"
-echo "== nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$nginx_port with deploy/nginx/peerpigeon.conf"
-mkdir -p "$work/nginx"
-sed -e "s|listen 443 ssl;|listen 127.0.0.1:$nginx_port ssl;|" \
-  -e "/listen \[::\]:443 ssl;/d" \
-  -e "s|server_name .*;|server_name 127.0.0.1;|" \
-  -e "s|ssl_certificate .*;|ssl_certificate $work/cert.pem;|" \
-  -e "s|ssl_certificate_key .*;|ssl_certificate_key $work/key.pem;|" \
-  -e "s|server 127.0.0.1:3000;|server 127.0.0.1:$upstream;|" \
-  "$deploy/nginx/peerpigeon.conf" >"$work/nginx/site.conf"
-for line in "listen 127.0.0.1:$nginx_port ssl;" "server 127.0.0.1:$upstream;" "ssl_certificate_key $work/key.pem;"; do
-  grep -qF "$line" "$work/nginx/site.conf" || { echo "deploy/nginx/peerpigeon.conf changed shape: '$line' not rendered" >&2; exit 1; }
-done
-cat >"$work/nginx/nginx.conf" <<EOF
+# render_site PORT UPSTREAM: deploy/nginx/peerpigeon.conf for a TLS listener on PORT in front of UPSTREAM.
+render_site() {
+  local site
+  site="$(sed -e "s|listen 443 ssl;|listen 127.0.0.1:$1 ssl;|" \
+    -e "/listen \[::\]:443 ssl;/d" \
+    -e "s|server_name .*;|server_name localhost;|" \
+    -e "s|ssl_certificate .*;|ssl_certificate $work/cert.pem;|" \
+    -e "s|ssl_certificate_key .*;|ssl_certificate_key $work/key.pem;|" \
+    -e "s|server 127.0.0.1:3000;|server 127.0.0.1:$2;|" \
+    "$deploy/nginx/peerpigeon.conf")"
+  for line in "listen 127.0.0.1:$1 ssl;" "server 127.0.0.1:$2;" "ssl_certificate_key $work/key.pem;"; do
+    grep -qF "$line" <<<"$site" || { echo "deploy/nginx/peerpigeon.conf changed shape: '$line' not rendered" >&2; exit 1; }
+  done
+  echo "$site"
+}
+
+# start_nginx NAME: runs nginx with the server blocks in $work/NAME/sites/, everything it writes there.
+start_nginx() {
+  local dir="$work/$1"
+  cat >"$dir/nginx.conf" <<EOF
 daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events {}
 http {
-    access_log $work/nginx/access.log;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    include $work/nginx/site.conf;
+    access_log $dir/access.log;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    include $dir/sites/*.conf;
 }
 EOF
-nginx -t -q -p "$work/nginx" -c "$work/nginx/nginx.conf"
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$logs/nginx.log" &
-pids+=($!)
+  nginx -t -q -p "$dir" -c "$dir/nginx.conf"
+  nginx -p "$dir" -c "$dir/nginx.conf" 2>"$logs/$1.log" &
+  pids+=($!)
+}
+
+nginx_port="$(free_port)"
+echo "== nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$nginx_port with deploy/nginx/peerpigeon.conf"
+mkdir -p "$work/nginx/sites"
+render_site "$nginx_port" "$upstream" >"$work/nginx/sites/peerpigeon.conf"
+start_nginx nginx
 through_proxy nginx "$nginx_port"
 
 caddy_port="$(free_port)"
@@ -135,4 +154,24 @@ XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" \
 pids+=($!)
 through_proxy caddy "$caddy_port"
 
-echo "== deploy: nginx and Caddy configurations passed"
+echo "== a hub mesh across machines: a link over TLS (deploy/nginx/hub-link-tls.conf) with HUB_TOKEN"
+# Hub A behind nginx with TLS as in deploy/nginx/peerpigeon.conf; hub B links to it through a local
+# nginx that carries its ws:// link to A's wss:// address and checks A's certificate.
+export HUB_TOKEN="$(openssl rand -hex 16)"
+hub_a="$(free_port)" hub_a_tls="$(free_port)" link_out="$(free_port)" hub_b="$(free_port)"
+start_rust hub-a "$hub_a" IS_HUB=true HUB_TOKEN="$HUB_TOKEN"
+mkdir -p "$work/mesh/sites"
+render_site "$hub_a_tls" "$hub_a" >"$work/mesh/sites/hub-a.conf"
+sed -e "s|listen 127.0.0.1:3443;|listen 127.0.0.1:$link_out;|" \
+  -e "s|https://hub-a.example.org;|https://127.0.0.1:$hub_a_tls;|" \
+  -e "s|hub-a.example.org;|localhost;|g" \
+  -e "s|proxy_ssl_trusted_certificate .*;|proxy_ssl_trusted_certificate $work/cert.pem;|" \
+  "$deploy/nginx/hub-link-tls.conf" >"$work/mesh/sites/link-to-a.conf"
+grep -qF "https://127.0.0.1:$hub_a_tls;" "$work/mesh/sites/link-to-a.conf" ||
+  { echo "deploy/nginx/hub-link-tls.conf changed shape: target not rendered" >&2; exit 1; }
+start_nginx mesh
+start_rust hub-b "$hub_b" IS_HUB=true HUB_TOKEN="$HUB_TOKEN" BOOTSTRAP_HUBS="ws://127.0.0.1:$link_out"
+wait_until "hub B's link to hub A through TLS" "has_one_link $hub_b && has_one_link $hub_a"
+node "$root/interop/signaling-client.mjs" "wss://127.0.0.1:$hub_a_tls/" "ws://127.0.0.1:$hub_b/"
+
+echo "== deploy: the systemd unit, nginx, Caddy and a hub link over TLS passed"
