@@ -7,7 +7,7 @@
 #   bash bench/capacity.sh [peers=10000] [networks=100]
 #
 # Every peer is two server threads plus a load-generator thread: raise the system limits first
-# (as root): sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304 (README, "Large deployments").
+# (as root): sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304 (docs/deploy.md, "Sizing").
 source "$(dirname "$0")/../interop/common.sh"
 peers="${1:-10000}"
 networks="${2:-100}"

@@ -4,7 +4,7 @@
 //
 //   node interop/crowd.mjs ws://127.0.0.1:3000 [peers=1000] [pid]
 //
-// A first look only; the proper load generator is examples/loadgen.rs (see README, Performance).
+// A first look only; the proper load generator is bench/loadgen.rs (docs/performance.md).
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';

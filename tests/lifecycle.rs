@@ -51,8 +51,8 @@ fn shutdown_closes_every_peer_with_1001_promptly() {
     assert!(TcpStream::connect(addr).is_err() || TcpListener::bind(addr).is_ok());
 }
 
-/// `--help` and the README's configuration table are both made from `peerpigeon::SETTINGS`: every
-/// setting, with the same default, in both.
+/// `--help` and the READMEs' configuration tables are all made from `peerpigeon::SETTINGS`: every
+/// setting, with the same default, in each.
 #[test]
 fn help_and_readme_list_every_setting_with_its_default() {
     let output = binary().arg("--help").output().unwrap();
@@ -71,13 +71,6 @@ fn help_and_readme_list_every_setting_with_its_default() {
         assert_eq!(setting.default_text(), default, "the reference's default for {name}");
     }
 
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let table: Vec<&str> = readme
-        .lines()
-        .skip_while(|l| !l.starts_with("| variable | default |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .collect();
     let expected: Vec<String> = peerpigeon::SETTINGS
         .iter()
         .map(|s| {
@@ -86,7 +79,16 @@ fn help_and_readme_list_every_setting_with_its_default() {
             format!("| `{}` | {default} | {} |", s.name, s.meaning)
         })
         .collect();
-    assert_eq!(table, expected, "README's configuration table should read:\n{}", expected.join("\n"));
+    for readme in ["README.md", "README.zh-CN.md"] {
+        let text = std::fs::read_to_string(format!("{}/{readme}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("| variable | default |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(table, expected, "{readme}'s configuration table should read:\n{}", expected.join("\n"));
+    }
 }
 
 #[test]
