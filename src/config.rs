@@ -11,7 +11,7 @@ use log::LevelFilter;
 use crate::peer::rate_limit::Limits;
 
 /// Everything a server needs to know before it starts. `Config::default()` matches the JavaScript
-/// reference server's defaults; `Config::from_env_vars` reads the variables listed in [`ENV_HELP`].
+/// reference server's defaults; [`Config::from_env_vars`] reads the variables listed in [`SETTINGS`].
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Interface to bind (`HOST`). `localhost` binds the IPv4 loopback first.

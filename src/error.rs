@@ -8,11 +8,28 @@ use std::net::SocketAddr;
 #[derive(Debug)]
 pub enum Error {
     /// `HOST` did not resolve to any address.
-    Resolve { host: String, source: io::Error },
+    Resolve {
+        /// The `HOST` that was given.
+        host: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
     /// Every port from `first` to `last` was in use.
-    PortsBusy { host: String, first: u16, last: u16 },
+    PortsBusy {
+        /// The `HOST` the ports were tried on.
+        host: String,
+        /// `PORT`, the first port tried.
+        first: u16,
+        /// The last port tried (`PORT` + `PORT_RETRIES`).
+        last: u16,
+    },
     /// Binding failed for a reason other than the port being in use (for example, no permission).
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
     /// A server thread could not be started (the process is out of threads or memory).
     Spawn(io::Error),
 }

@@ -29,6 +29,7 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 mod accept;
 mod config;

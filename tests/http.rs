@@ -151,6 +151,36 @@ fn configured_cors_origin_is_on_every_reply() {
 }
 
 #[test]
+fn every_reply_names_this_server() {
+    let server = start();
+    let addr = server.local_addr();
+    let name = concat!("PeerPigeon-rs/", env!("CARGO_PKG_VERSION"));
+    for response in
+        [http_get(addr, "/health"), http_get(addr, "/"), http_get(addr, "/missing"), http_raw(addr, "NONSENSE\r\n\r\n")]
+    {
+        assert_eq!(response.header("Server"), Some(name), "{} reply", response.status);
+    }
+    // The WebSocket upgrade's 101 too: read its head only, the connection stays open.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let request = format!(
+        "GET /?peerId={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "ab".repeat(20)
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(&mut stream, &mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains(&format!("\r\nServer: {name}\r\n")), "{head}");
+}
+
+#[test]
 fn a_query_string_does_not_change_the_endpoint() {
     let server = start();
     assert_eq!(http_get(server.local_addr(), "/health?verbose=1").json()["status"], "healthy");

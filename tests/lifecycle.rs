@@ -65,6 +65,17 @@ fn help_and_readme_list_every_setting_with_its_default() {
             .unwrap_or_else(|| panic!("{} missing from --help:\n{help}", setting.name));
         assert!(line.ends_with(&format!("[{}]", setting.default_text())), "{} default: {line}", setting.name);
     }
+    // One column for names, one for meanings, each starting at the same place on every row.
+    let rows: Vec<&str> =
+        help.lines().filter(|l| peerpigeon::SETTINGS.iter().any(|s| l.trim_start().starts_with(s.name))).collect();
+    let meaning_at = |row: &str| {
+        let name_end = 2 + row[2..].find(' ').unwrap_or(0);
+        name_end + row[name_end..].len() - row[name_end..].trim_start().len()
+    };
+    for row in &rows {
+        assert!(row.starts_with("  ") && !row.starts_with("   "), "indent of {row:?}");
+        assert_eq!(meaning_at(row), meaning_at(rows[0]), "column of {row:?}");
+    }
     for (name, default) in [("PORT", "3000"), ("HOST", "localhost"), ("MAX_CONNECTIONS", "1000"), ("CORS_ORIGIN", "*")]
     {
         let setting = peerpigeon::SETTINGS.iter().find(|s| s.name == name).unwrap();

@@ -265,6 +265,9 @@ fn discard_unread(stream: &TcpStream) {
     while let Ok(1..) = crate::platform::socket_flags::read_without_waiting(stream, &mut sink) {}
 }
 
+/// The `Server` header of every reply, the WebSocket upgrade's included.
+pub(crate) const SERVER_NAME: &str = concat!("PeerPigeon-rs/", env!("CARGO_PKG_VERSION"));
+
 /// Writes `reply` (as HTTP/1.`minor_version`) with one system call. tiny_http prints a reply piece
 /// by piece (status, each header name, `: `, value...): straight onto a socket with Nagle off that
 /// was some forty writes and as many packets, each waking the client, so it is printed into memory
@@ -287,6 +290,11 @@ fn render_reply<R: Read>(
     upgrade: Option<&str>,
 ) -> std::io::Result<Vec<u8>> {
     let mut rendered = Vec::with_capacity(512);
+    // Named here, or tiny_http names itself.
+    let reply = match Header::from_bytes("Server", SERVER_NAME) {
+        Ok(server) => reply.with_header(server),
+        Err(()) => reply,
+    };
     reply.raw_print(&mut rendered, HTTPVersion(1, minor_version), &[], head_only, upgrade)?;
     Ok(rendered)
 }
