@@ -10,7 +10,8 @@ use crate::accept::handshakes::PendingHandshakes;
 use crate::config::Config;
 use crate::hub::status::BootstrapLinks;
 use crate::metrics::Metrics;
-use crate::peer::outbox::QueueBudget;
+use crate::peer::flusher::Flusher;
+use crate::peer::queue::QueueBudget;
 use crate::platform::thread_budget::ThreadBudget;
 use crate::protocol::peer_id::PeerId;
 use crate::registry::Registry;
@@ -39,7 +40,9 @@ pub(crate) struct ServerState {
     pub messages_handled: AtomicU64,
     /// The state of each `BOOTSTRAP_HUBS` link (hub mode).
     pub bootstrap_links: BootstrapLinks,
-    /// Connection and writer threads may only start with a slot from here (`thread_budget.rs`).
+    /// Finishes writes sockets would not take at once (`flusher.rs`).
+    pub flusher: Arc<Flusher>,
+    /// Connection threads may only start with a slot from here (`thread_budget.rs`).
     pub thread_budget: Arc<ThreadBudget>,
 }
 
@@ -66,7 +69,7 @@ impl ServerState {
 
 impl ServerState {
     /// The shared state of a server bound to `local_addr` (hub mode gets a fresh hub id).
-    pub fn new(config: Config, local_addr: SocketAddr) -> ServerState {
+    pub fn new(config: Config, local_addr: SocketAddr, flusher: Arc<Flusher>) -> ServerState {
         let hub_peer_id = config.is_hub.then(PeerId::random);
         let mesh = hub_peer_id.map(|hub_id| MeshConfig {
             hub_id,
@@ -97,6 +100,7 @@ impl ServerState {
             messages_handled: AtomicU64::new(0),
             bootstrap_links: BootstrapLinks::new(bootstrap),
             thread_budget: ThreadBudget::for_this_system(config.max_threads),
+            flusher,
             config,
         }
     }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::context::ServerState;
 use crate::error::Error;
 use crate::hub;
+use crate::peer::flusher::Flusher;
 use crate::platform::thread_budget;
 use crate::platform::{futex_hash, proc_stats};
 use crate::sweeper;
@@ -52,7 +53,8 @@ impl Server {
         }
         let listener = bind(&config)?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;
-        let state = Arc::new(ServerState::new(config, local_addr));
+        let flusher = Flusher::start().map_err(Error::Spawn)?;
+        let state = Arc::new(ServerState::new(config, local_addr, flusher));
         let threads = thread_budget::threads_wanted(state.config.max_connections, state.config.max_pending_handshakes);
         warn_if_threads_are_short(&state, threads);
         if let Some(slots) = futex_hash::size_for_threads(threads.min(state.thread_budget.limit())) {
@@ -175,9 +177,9 @@ fn warn_if_threads_are_short(state: &ServerState, wanted: usize) {
     let limit = state.thread_budget.limit();
     if wanted > limit {
         log::warn!(
-            "room for about {limit} threads, {} peers at two threads each; MAX_CONNECTIONS={} needs more. Past \
+            "room for about {limit} threads, {} peers at a thread each; MAX_CONNECTIONS={} needs more. Past \
              it connections are refused. Raise MAX_THREADS if set, or: sysctl -w vm.max_map_count={}",
-            limit.saturating_sub(thread_budget::RESERVED_FOR_HTTP) / 2,
+            limit.saturating_sub(thread_budget::RESERVED_FOR_HTTP),
             state.config.max_connections,
             thread_budget::max_map_count_for(wanted)
         );

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::context::ServerState;
-use crate::peer::outbox::Outbound;
+use crate::peer::queue::Outbound;
 use crate::platform::proc_stats;
 use crate::util::clock::unix_millis;
 

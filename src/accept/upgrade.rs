@@ -9,7 +9,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use tiny_http::{Header, Response};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -20,8 +19,8 @@ use crate::accept::http;
 use crate::accept::request_head::RequestHead;
 use crate::context::ServerState;
 use crate::metrics::Refusal;
-use crate::peer::outbox::{Outbound, PeerHandle, PeerShared, new_peer};
-use crate::platform::thread_budget::{RESERVED_FOR_HTTP, ThreadSlot};
+use crate::peer::outbox::{PeerHandle, new_peer};
+use crate::peer::queue::PeerShared;
 use crate::protocol;
 use crate::protocol::peer_id::PeerId;
 use crate::registry::RegisterError;
@@ -29,15 +28,12 @@ use crate::registry::RegisterError;
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
-/// A peer that completed the handshake and is registered: what its reader and writer need.
+/// A peer that completed the handshake and is registered: what its reader needs.
 pub(crate) struct AdmittedPeer {
     pub handle: Arc<PeerHandle>,
-    pub outbox: Receiver<Outbound>,
     pub shared: Arc<PeerShared>,
     /// Bytes of the WebSocket stream that arrived with the request head.
     pub leftover: Vec<u8>,
-    /// The writer thread's place in the thread budget.
-    pub writer_slot: ThreadSlot,
 }
 
 /// Completes (or refuses) the WebSocket handshake on `stream`; if all is well, the peer is
@@ -80,13 +76,14 @@ pub(crate) fn accept(
         refuse(stream, "Invalid peerId format");
         return None;
     };
-    // The peer's writer will be a second thread: make sure there is room for it before admitting.
-    let Some(writer_slot) = state.thread_budget.try_take_leaving(RESERVED_FOR_HTTP) else {
-        log::warn!("no room for another thread (vm.max_map_count); refusing peer {}", peer_id.short());
+    // The peer keeps this connection's thread for as long as it stays: admit it only while the
+    // threads kept for HTTP stay free beside it.
+    if !state.thread_budget.has_room_for_a_peer() {
+        log::warn!("no room for another peer thread (vm.max_map_count); refusing peer {}", peer_id.short());
         state.metrics.refused(Refusal::NoThread);
         refuse(stream, "Server cannot accept more connections");
         return None;
-    };
+    }
     let serial = state.next_serial();
     let socket = match stream.try_clone() {
         Ok(socket) => socket,
@@ -96,8 +93,15 @@ pub(crate) fn accept(
             return None;
         }
     };
-    let (handle, outbox, shared) =
-        new_peer(peer_id, serial, socket, Role::Server, state.queue_budget.clone(), state.metrics.clone());
+    let (handle, shared) = new_peer(
+        peer_id,
+        serial,
+        socket,
+        Role::Server,
+        state.queue_budget.clone(),
+        state.metrics.clone(),
+        state.flusher.clone(),
+    );
     if hub_credential {
         handle.grant_hub_credential();
     }
@@ -117,7 +121,7 @@ pub(crate) fn accept(
     if let Some(from) = handle.remote_addr {
         log::debug!("peer {} connected from {from}", peer_id.short());
     }
-    Some(AdmittedPeer { handle, outbox, shared, leftover, writer_slot })
+    Some(AdmittedPeer { handle, shared, leftover })
 }
 
 /// The `Sec-WebSocket-Key` of a well-formed upgrade request, or what is wrong with it.

@@ -11,7 +11,6 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -21,7 +20,6 @@ use crate::accept::request_head::read_head;
 use crate::context::ServerState;
 use crate::peer::outbox::new_peer;
 use crate::peer::reader::{self, Incoming};
-use crate::peer::writer;
 use crate::registry::mesh::LinkEvent;
 use crate::util::clock::unix_millis;
 
@@ -121,26 +119,21 @@ struct LinkOutcome {
     is_self: bool,
 }
 
-/// Runs an open link: its writer thread, its registration, and reading until it drops.
+/// Runs an open link: its registration, and reading until it drops.
 fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<ServerState>) -> LinkOutcome {
     let serial = state.next_serial();
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
     };
-    let (handle, outbox, shared) =
-        new_peer(hub_id, serial, stream, Role::Client, state.queue_budget.clone(), state.metrics.clone());
-    let writer_shared = shared.clone();
-    let writer =
-        thread::Builder::new().name(format!("hub-link-{serial}-tx")).stack_size(HUB_THREAD_STACK).spawn(move || {
-            crate::util::threads::contain_panic("hub link writer", || {
-                writer::run_writer(outbox, writer_shared.clone())
-            });
-            writer_shared.kill();
-        });
-    if writer.is_err() {
-        handle.kill();
-        return LinkOutcome { reason: "cannot start the writer thread", is_self: false };
-    }
+    let (handle, shared) = new_peer(
+        hub_id,
+        serial,
+        stream,
+        Role::Client,
+        state.queue_budget.clone(),
+        state.metrics.clone(),
+        state.flusher.clone(),
+    );
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
     let reason = reader::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {

@@ -1,54 +1,39 @@
 //! One connected peer: its bounded queue and handle (`outbox`), its rate limits (`rate_limit`),
-//! and its two threads, a reader (`<id>-reader`: the connection's own `conn-<n>` thread, which
-//! read the request head, renamed; `reader`) and a writer (`<id>-writer`; `writer`).
+//! its one thread, the reader (`<id>-reader`: the connection's own `conn-<n>` thread, which read
+//! the request head, renamed; `reader`), and the writing done for it by whoever queues a message
+//! (`writer`) or, when its socket is full, by the one flusher thread (`flusher`).
 //!
-//! [`serve`] starts the writer and runs the reader, handing each message to the router.
+//! [`serve`] runs the reader, handing each message to the router.
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
 
+pub(crate) mod flusher;
 pub(crate) mod outbox;
+pub(crate) mod queue;
 pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::thread;
 
 use tungstenite::protocol::Role;
 
 use crate::accept::upgrade::AdmittedPeer;
 use crate::context::ServerState;
-use crate::peer::outbox::{PeerHandle, PeerShared};
+use crate::peer::outbox::PeerHandle;
+use crate::peer::queue::PeerShared;
 use crate::platform::thread_name::rename_current_thread;
 use crate::protocol::{self, error_code};
 use crate::registry::router;
 use crate::util::threads::contain_panic;
 
-/// Writer stack: it only frames and writes bytes.
-const WRITER_STACK: usize = 128 * 1024;
-
-/// Serves a newly registered peer: starts its writer thread, then runs its reader on the calling
-/// thread (the connection's own thread, which read the request head) until the connection ends.
-/// If the writer cannot be started the peer is dropped at once.
+/// Serves a newly registered peer: runs its reader on the calling thread (the connection's own
+/// thread, which read the request head) until the connection ends. Writing needs no thread of its
+/// own (`outbox`).
 pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
-    let AdmittedPeer { handle, outbox, shared, leftover, writer_slot } = peer;
-    let short = handle.peer_id.short().to_string();
-    let writer_shared = shared.clone();
-    let writer_name = format!("{short}-writer");
-    let spawned = thread::Builder::new().name(writer_name.clone()).stack_size(WRITER_STACK).spawn(move || {
-        let _slot = writer_slot;
-        contain_panic(&writer_name, || writer::run_writer(outbox, writer_shared.clone()));
-        // However the writer ended, the connection ends with it; the reader then cleans up.
-        writer_shared.kill();
-    });
-    if let Err(err) = spawned {
-        log::warn!("cannot start a writer thread for peer {short}: {err}");
-        state.registry.unregister(handle.peer_id, handle.serial, "server overloaded");
-        handle.kill();
-        return;
-    }
-    let reader_name = format!("{short}-reader");
+    let AdmittedPeer { handle, shared, leftover } = peer;
+    let reader_name = format!("{}-reader", handle.peer_id.short());
     rename_current_thread(&reader_name);
     contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
 }

@@ -15,7 +15,8 @@ use tungstenite::{Error as WsError, Message};
 
 use crate::context::ServerState;
 use crate::metrics::{CutOff, Dropped, Metrics};
-use crate::peer::outbox::{Outbound, PeerHandle, PeerShared};
+use crate::peer::outbox::PeerHandle;
+use crate::peer::queue::{Outbound, PeerShared};
 use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::protocol::{self, error_code};
 

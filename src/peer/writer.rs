@@ -1,172 +1,278 @@
-//! A connection's writer: writes the frames queued for it (only signals may skip the queue,
-//! written by their sender when nothing is waiting: see `outbox`). It drains the queue, writing
-//! everything waiting before one flush; in a burst (its last batch held more than one message) it
-//! yields before writing and keeps adding what arrived meanwhile, so that the burst lands in a few
-//! large writes, while a lone message is written at once. After a close frame it waits briefly for
-//! the other side to close too, then shuts the socket down.
+//! Writing a peer's queue to its socket: one turn at a time, by whoever holds it (`outbox.rs`).
+//!
+//! A turn formats every queued item into one buffer and writes it without waiting; if more
+//! arrived meanwhile it goes round again, and it ends when the queue is empty. What the socket
+//! does not take at once stays in the queue as unsent bytes, ahead of everything else, and the
+//! turn passes to the flusher (`flusher.rs`), which goes on when the socket can take more. After a
+//! close frame nothing more is written: the write side is shut down, and the flusher cuts the
+//! socket after a grace period unless the peer has gone by then.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use tungstenite::Bytes;
 use tungstenite::protocol::Role;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 
-use crate::peer::outbox::{Outbound, PeerShared};
+use crate::peer::queue::{Outbound, PeerShared, Queue};
+use crate::platform::socket_flags::write_without_waiting;
 
-/// Bytes the writer gathers before writing to the socket (it also writes whenever its queue is empty).
-const WRITE_BUFFER: usize = 16 * 1024;
-/// A write that makes no progress for this long means the peer is gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// After a close frame, how long to wait for the reader to finish before cutting the socket.
-const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+/// How a turn ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Everything queued was written; the turn is given up.
+    Done,
+    /// The socket would not take everything; the turn is still held, with bytes unsent.
+    /// `progress` says whether it took any.
+    Blocked { progress: bool },
+    /// A close frame went out and the write side is shut down; the turn is given up. The caller
+    /// has the socket cut after a grace period (`flusher.rs`).
+    Closed,
+    /// The connection is over for writing (closed earlier, or broken); the turn is given up.
+    Over,
+}
 
-pub(crate) fn run_writer(outbox: Receiver<Outbound>, shared: Arc<PeerShared>) {
-    let _ = shared.socket.set_write_timeout(Some(WRITE_TIMEOUT));
-    // Frames are formatted into one buffer and written in chunks of about WRITE_BUFFER bytes, so a
-    // burst costs few system calls. The buffer is given back when the queue runs dry, so an idle
-    // peer holds none.
-    let mut buffer: Vec<u8> = Vec::new();
-    // What the items formatted into `buffer` cost against the queue bound; they keep counting
-    // until written, so that no signal is written directly ahead of them (see outbox).
-    let mut unwritten = 0;
-    // Whether the last batch held more than one message: the sign of a burst (see below).
-    let mut in_burst = false;
-    'connection: while let Ok(first) = outbox.recv() {
-        let mut next = Some(first);
-        let mut closing = false;
-        let mut batched = 0;
-        while let Some(item) = next {
-            batched += 1;
-            unwritten += item.cost();
-            closing = matches!(item, Outbound::Close(..));
-            if let Some(frame) = frame_of(item, shared.role)
-                && frame.format(&mut buffer).is_err()
-            {
-                break 'connection;
+/// Writes what is queued for `peer` until nothing is, the socket is full, or the connection is
+/// over. Only the holder of the turn may call it.
+pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
+    let mut progress = false;
+    let mut buffer = Vec::new();
+    loop {
+        let mut queue = peer.queue.lock();
+        if queue.closed {
+            return give_up(peer, &mut queue);
+        }
+        if queue.unsent.is_empty() && queue.items.is_empty() {
+            queue.writing = false;
+            return Turn::Done;
+        }
+        // Unsent bytes first, then the frames of the items queued behind them.
+        buffer.clear();
+        buffer.append(&mut queue.unsent);
+        let mut cost = std::mem::take(&mut queue.unsent_cost);
+        let mut closes = std::mem::take(&mut queue.unsent_closes);
+        let items = std::mem::take(&mut queue.items);
+        drop(queue);
+        let mut dropped = 0;
+        for item in items {
+            if closes {
+                // Nothing follows a close frame.
+                dropped += item.cost();
+                continue;
             }
-            if buffer.len() >= WRITE_BUFFER {
-                if write_out(&shared, &buffer, false).is_err() {
-                    break 'connection;
+            cost += item.cost();
+            closes = matches!(item, Outbound::Close(..));
+            // Formatting into a Vec cannot fail (it is the only I/O `format` does).
+            let _ = frame_of(item, peer.role).format(&mut buffer);
+        }
+        let (sent, result) = send_all(peer, &buffer);
+        progress |= sent > 0;
+        let mut queue = peer.queue.lock();
+        peer.written(&mut queue, dropped);
+        match result {
+            Ok(()) => {
+                peer.written(&mut queue, cost);
+                if closes {
+                    queue.closed = true;
+                    give_up(peer, &mut queue);
+                    drop(queue);
+                    let _ = peer.socket.shutdown(Shutdown::Write);
+                    return Turn::Closed;
                 }
-                shared.written(std::mem::take(&mut unwritten));
-                buffer.clear();
             }
-            if closing {
-                break;
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                buffer.drain(..sent);
+                queue.unsent = buffer;
+                queue.unsent_cost = cost;
+                queue.unsent_closes = closes;
+                return Turn::Blocked { progress };
             }
-            next = outbox.try_recv().ok();
-            if next.is_none() && (in_burst || batched > 1) {
-                // In a burst (a thousand peers announcing), yield before writing: the threads
-                // producing for this peer get a chance to add to the batch, and as long as they do
-                // the batch grows (up to WRITE_BUFFER), so one write and one wake-up per message
-                // become one per batch. Messages that come one at a time (steady signalling) are
-                // written at once: a yield would only hand the CPU to whatever else is runnable
-                // while the message waits.
-                thread::yield_now();
-                next = outbox.try_recv().ok();
+            Err(_) => {
+                // The connection is broken; its reader notices too and the peer leaves.
+                peer.written(&mut queue, cost);
+                queue.closed = true;
+                give_up(peer, &mut queue);
+                drop(queue);
+                peer.kill();
+                return Turn::Over;
             }
         }
-        in_burst = batched > 1;
-        if write_out(&shared, &buffer, closing).is_err() || closing {
-            break;
+    }
+}
+
+/// Drops what is still queued for a closed connection and gives the turn up.
+fn give_up(peer: &PeerShared, queue: &mut Queue) -> Turn {
+    let left = queue.queued;
+    peer.written(queue, left);
+    queue.items = Default::default();
+    queue.unsent = Vec::new();
+    queue.unsent_cost = 0;
+    queue.writing = false;
+    Turn::Over
+}
+
+/// Writes as much of `bytes` as the socket takes without waiting: how much it took, and whether
+/// that was all (`Ok`), or why not (`WouldBlock` when its buffer is full).
+fn send_all(peer: &PeerShared, bytes: &[u8]) -> (usize, io::Result<()>) {
+    let mut sent = 0;
+    let result = loop {
+        if sent == bytes.len() {
+            break Ok(());
         }
-        shared.written(std::mem::take(&mut unwritten));
-        buffer = Vec::new();
-    }
-    shared.wire.lock().closed = true;
-    let _ = shared.socket.shutdown(Shutdown::Write);
-    // Wait for the reader to finish (every sender dropped) or the grace period to end.
-    let deadline = Instant::now() + CLOSE_GRACE;
-    while let Ok(item) = outbox.recv_deadline(deadline) {
-        shared.written(item.cost());
-    }
-    shared.kill();
+        match write_without_waiting(&peer.socket, &bytes[sent..]) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(count) => sent += count,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => break Err(err),
+        }
+    };
+    peer.metrics.bytes_out(sent);
+    (sent, result)
 }
 
-/// Writes what a sender left in the wire's carry, then `buffer`, holding the wire throughout.
-/// After a close frame (`closing`), marks the wire closed so that nothing follows it.
-fn write_out(shared: &PeerShared, buffer: &[u8], closing: bool) -> io::Result<()> {
-    let mut stream = &shared.socket;
-    let mut wire = shared.wire.lock();
-    if !wire.carry.is_empty() {
-        stream.write_all(&wire.carry)?;
-        shared.metrics.bytes_out(wire.carry.len());
-        wire.carry = Vec::new();
-    }
-    stream.write_all(buffer)?;
-    shared.metrics.bytes_out(buffer.len());
-    wire.closed |= closing;
-    Ok(())
-}
-
-/// The WebSocket frame for a queued item (none for [`Outbound::Carried`], whose bytes are in the
-/// wire's carry). Frames a client sends (on links this hub opens) are masked, as RFC 6455 requires.
-fn frame_of(item: Outbound, role: Role) -> Option<Frame> {
+/// The WebSocket frame for a queued item. Frames a client sends (on links this hub opens) are
+/// masked, as RFC 6455 requires.
+fn frame_of(item: Outbound, role: Role) -> Frame {
     let mut frame = match item {
         Outbound::Text(text) => Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true),
         Outbound::Ping => Frame::ping(Bytes::new()),
         Outbound::Pong(payload) => Frame::pong(payload),
         Outbound::Close(code, reason) => Frame::close(Some(CloseFrame { code: code.into(), reason: reason.into() })),
-        Outbound::Carried(_) => return None,
     };
     if role == Role::Client {
         frame.header_mut().mask = Some(rand::random());
     }
-    Some(frame)
+    frame
 }
 
 #[cfg(test)]
 mod tests {
-    use super::run_writer;
-    use crate::peer::outbox::new_peer;
+    use crate::peer::flusher::Flusher;
+    use crate::peer::outbox::{PeerHandle, new_peer};
+    use crate::peer::queue::{PeerShared, QueueBudget};
     use crate::protocol::peer_id::PeerId;
     use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::time::Duration;
     use tungstenite::protocol::{Role, WebSocket};
 
-    /// Signals written directly by their senders and signals queued for the writer reach the peer
-    /// whole and in the order they were sent, also when the socket took only part of a frame.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_frame_the_socket_took_in_part_is_finished_before_anything_queued() {
+    /// A peer with a real loopback socket, and the client end of it (which the test reads, or not).
+    fn peer(n: u8, budget: Arc<QueueBudget>) -> (Arc<PeerHandle>, Arc<PeerShared>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let id = PeerId::parse(&"ab".repeat(20)).unwrap();
-        let (handle, outbox, shared) = new_peer(
-            id,
-            1,
-            server,
-            Role::Server,
-            crate::peer::outbox::QueueBudget::new(1 << 30, 1 << 31),
-            Default::default(),
-        );
-        let signal = |n: usize| format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7));
-        // Nobody reads yet: signals are written directly until the socket's buffers are full and
-        // one frame is taken only in part (its rest is queued as carried), then they queue.
+        let id = PeerId::parse(&format!("{n:02x}").repeat(20)).unwrap();
+        let (handle, shared) =
+            new_peer(id, u64::from(n), server, Role::Server, budget, Default::default(), Flusher::start().unwrap());
+        (handle, shared, client)
+    }
+
+    fn message(n: usize) -> String {
+        format!("{n:08}{}", "x".repeat(16 * 1024 + n % 7))
+    }
+
+    fn has_unsent(shared: &PeerShared) -> bool {
+        !shared.queue.lock().unsent.is_empty()
+    }
+
+    /// Messages written at once by their senders, messages left to the flusher when the socket was
+    /// full (the first of them taken only in part) and messages queued behind those reach the peer
+    /// whole and in the order they were sent.
+    #[test]
+    fn order_holds_across_direct_writes_a_full_socket_and_the_flusher() {
+        let (handle, shared, client) = peer(1, QueueBudget::new(1 << 30, 1 << 31));
+        // Nobody reads yet: messages are written at once until the socket's buffers are full.
         let mut sent = 0;
-        while outbox.is_empty() {
-            assert!(handle.send_signal(signal(sent)));
+        while !has_unsent(&shared) {
+            assert!(handle.send_text(message(sent)));
             sent += 1;
             assert!(sent < 100_000, "the socket never filled up");
         }
         for _ in 0..10 {
-            assert!(handle.send_signal(signal(sent)));
+            assert!(handle.send_text(message(sent)));
             sent += 1;
         }
-        assert_eq!(outbox.len(), 11, "signals were written directly ahead of the carried rest");
-        let writer = std::thread::spawn(move || run_writer(outbox, shared));
+        assert!(shared.queue.lock().writing, "the flusher holds the turn");
         let mut socket = WebSocket::from_raw_socket(client, Role::Client, None);
+        socket.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         for n in 0..sent {
-            let message = socket.read().unwrap();
-            assert_eq!(message.into_text().unwrap().as_str(), signal(n));
+            let text = socket.read().unwrap().into_text().unwrap();
+            assert_eq!(text.as_str(), message(n));
         }
-        drop(handle);
-        writer.join().unwrap();
+        // Once the flusher is done, the turn is free again and a new message is written at once.
+        assert!(handle.send_text(message(sent)));
+        assert_eq!(socket.read().unwrap().into_text().unwrap().as_str(), message(sent));
+        assert!(!shared.queue.lock().writing);
+    }
+
+    /// A peer that does not read never holds up the thread sending to it, nor the flusher's work for
+    /// another peer; past its bound it is cut off and later messages are refused.
+    #[test]
+    fn a_peer_that_does_not_read_slows_no_one_and_is_cut_off_at_its_bound() {
+        let budget = QueueBudget::new(1 << 20, 1 << 30);
+        let (stuck, stuck_shared, _stuck_client) = peer(2, budget.clone());
+        let (reading, reading_shared, reading_client) = peer(3, budget.clone());
+        let (done_tx, done) = mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            // Both sockets fill up, so both turns are with the flusher.
+            let mut to_stuck = 0;
+            while !has_unsent(&stuck_shared) {
+                assert!(stuck.send_text(message(to_stuck)));
+                to_stuck += 1;
+            }
+            let mut to_reading = 0;
+            while !has_unsent(&reading_shared) || to_reading < 200 {
+                assert!(reading.send_text(message(to_reading)));
+                to_reading += 1;
+            }
+            done_tx.send(to_reading).unwrap();
+            // Then the stuck peer goes past its bound.
+            while stuck.send_text(message(to_stuck)) {
+                to_stuck += 1;
+                assert!(to_stuck < 100_000, "the stuck peer was never cut off");
+            }
+            (stuck_shared, to_stuck)
+        });
+        // Every send returned at once (none waited for a reader): the sender gets this far.
+        let sent_to_reader = done.recv_timeout(Duration::from_secs(30)).expect("a sender was held up");
+        // The flusher serves the reading peer while the stuck one waits with it.
+        let mut socket = WebSocket::from_raw_socket(reading_client, Role::Client, None);
+        socket.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for n in 0..sent_to_reader {
+            assert_eq!(socket.read().unwrap().into_text().unwrap().as_str(), message(n));
+        }
+        let (stuck_shared, _) = sender.join().unwrap();
+        assert!(stuck_shared.queue.lock().queued <= 1 << 20);
+        assert!(budget.total() <= 2 << 20);
+        // Cut off: its socket was shut down both ways, so reading our end returns at once.
+        stuck_shared.socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let read = std::io::Read::read(&mut &stuck_shared.socket, &mut [0u8; 16]);
+        assert!(matches!(read, Ok(0)), "{read:?}");
+    }
+
+    /// After a close frame nothing more is written, the write side is shut down at once, and the
+    /// connection is cut after the grace period when the peer does not close its end.
+    #[test]
+    fn nothing_follows_a_close_frame_and_the_socket_is_cut_after_the_grace() {
+        let (handle, shared, client) = peer(4, QueueBudget::new(1 << 20, 1 << 30));
+        assert!(handle.send_text("before".into()));
+        handle.close(1000, "bye");
+        assert!(!handle.send_text("after".into()));
+        let mut socket = WebSocket::from_raw_socket(client, Role::Client, None);
+        socket.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(socket.read().unwrap().into_text().unwrap().as_str(), "before");
+        assert!(socket.read().unwrap().is_close());
+        // The flusher shuts the socket both ways after the grace: reading from our end of it
+        // then returns at once instead of waiting for the read timeout.
+        shared.socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buffer = [0u8; 16];
+        let read = std::io::Read::read(&mut &shared.socket, &mut buffer);
+        assert!(matches!(read, Ok(0)), "{read:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the socket was never cut");
+        assert_eq!(shared.queue.lock().queued, 0);
     }
 }

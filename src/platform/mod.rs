@@ -6,6 +6,7 @@
 pub(crate) mod fd_limit;
 pub(crate) mod futex_hash;
 pub(crate) mod malloc;
+pub(crate) mod poll;
 pub(crate) mod proc_stats;
 pub(crate) mod socket_flags;
 pub(crate) mod thread_budget;

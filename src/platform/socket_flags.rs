@@ -1,38 +1,37 @@
 //! `send(2)` and `recv(2)` with the flags std does not offer: without waiting (`MSG_DONTWAIT`),
-//! looking without taking (`MSG_PEEK`), and held back to leave with what follows (`MSG_MORE`).
+//! looking without taking (`MSG_PEEK`), and held back to leave with what follows (`MSG_MORE`,
+//! Linux only; elsewhere a plain write).
 //!
 //! A peer's socket is shared by its reader, which blocks in `read`, and whoever writes to it.
 //! Switching the socket to non-blocking mode would switch the reader too (and costs two more
 //! system calls), so a caller that wants only what the kernel can do at once asks for that on the
-//! one call instead (see `PeerHandle::send_signal`, `http_desk`). Elsewhere than Linux,
-//! those calls are not made: callers queue or start a thread as they would otherwise, and a held-back
-//! write is a plain one.
+//! one call instead (see `peer/writer.rs`, `http_desk`).
 
 use std::io;
 use std::net::TcpStream;
 
-/// Whether [`write_without_waiting`] and [`peek_without_waiting`] can be used here.
-const AVAILABLE: bool = cfg!(target_os = "linux");
-
-/// Whether a sender may write a signal straight to its target's socket (see `outbox`).
-pub(crate) fn direct_writes() -> bool {
-    // Asked once per signal: the answer is worked out once.
-    static DIRECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DIRECT.get_or_init(|| AVAILABLE && !super::switched_off("direct_write"))
-}
-
-#[cfg(target_os = "linux")]
 mod sys {
     use std::os::fd::AsRawFd;
 
-    pub(super) use libc::{MSG_DONTWAIT, MSG_MORE, MSG_PEEK};
+    pub(super) use libc::{MSG_DONTWAIT, MSG_PEEK};
 
-    /// One `send` on `socket`: how many bytes were taken. Never raises SIGPIPE.
+    /// Held back to leave with what follows (Linux); elsewhere nothing.
+    #[cfg(target_os = "linux")]
+    pub(super) const MSG_MORE: i32 = libc::MSG_MORE;
+    #[cfg(not(target_os = "linux"))]
+    pub(super) const MSG_MORE: i32 = 0;
+
+    /// No SIGPIPE for a write to a closed connection (Linux; elsewhere Rust ignores SIGPIPE).
+    #[cfg(target_os = "linux")]
+    const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    const NO_SIGNAL: i32 = 0;
+
+    /// One `send` on `socket`: how many bytes were taken.
     pub(super) fn send_with(socket: &std::net::TcpStream, bytes: &[u8], flags: i32) -> std::io::Result<usize> {
         // SAFETY: the descriptor belongs to `socket`, which outlives the call, and `bytes` is a
         // valid buffer of the length passed.
-        let sent =
-            unsafe { libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags | libc::MSG_NOSIGNAL) };
+        let sent = unsafe { libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags | NO_SIGNAL) };
         if sent < 0 { Err(std::io::Error::last_os_error()) } else { Ok(sent as usize) }
     }
 
@@ -47,45 +46,24 @@ mod sys {
 
 /// Copies into `buffer` what has arrived on `socket`, leaving it there to be read. Returns how
 /// many bytes were copied; `WouldBlock` when nothing has arrived.
-#[cfg(target_os = "linux")]
 pub(crate) fn peek_without_waiting(socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
     sys::recv_with(socket, buffer, sys::MSG_PEEK | sys::MSG_DONTWAIT)
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn peek_without_waiting(_socket: &TcpStream, _buffer: &mut [u8]) -> io::Result<usize> {
-    Err(io::ErrorKind::WouldBlock.into())
-}
-
 /// Reads what has arrived on `socket` into `buffer`; `WouldBlock` when nothing has.
-#[cfg(target_os = "linux")]
 pub(crate) fn read_without_waiting(socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
     sys::recv_with(socket, buffer, sys::MSG_DONTWAIT)
 }
 
-/// Elsewhere the socket is switched to non-blocking mode for good: callers are about to close it.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn read_without_waiting(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
-    socket.set_nonblocking(true)?;
-    io::Read::read(&mut socket, buffer)
-}
-
 /// Writes as much of `bytes` as the socket's send buffer takes right now. Returns how many bytes
 /// were taken; `WouldBlock` when none could be.
-#[cfg(target_os = "linux")]
 pub(crate) fn write_without_waiting(socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     sys::send_with(socket, bytes, sys::MSG_DONTWAIT)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn write_without_waiting(_socket: &TcpStream, _bytes: &[u8]) -> io::Result<usize> {
-    Err(io::ErrorKind::WouldBlock.into())
 }
 
 /// Writes all of `bytes` as the last thing before the caller shuts the write side down: the kernel
 /// holds them back (`MSG_MORE`) so that they leave together with the FIN, one segment and one
 /// wake-up of the reader instead of two. Blocks as a plain write does.
-#[cfg(target_os = "linux")]
 pub(crate) fn write_all_before_fin(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match sys::send_with(socket, bytes, sys::MSG_MORE) {
@@ -98,12 +76,7 @@ pub(crate) fn write_all_before_fin(socket: &TcpStream, mut bytes: &[u8]) -> io::
     Ok(())
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn write_all_before_fin(mut socket: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    io::Write::write_all(&mut socket, bytes)
-}
-
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};

@@ -6,8 +6,8 @@
 //! overflows. Linux caps a process at `vm.max_map_count` mappings (65,530 by default). Past the cap
 //! the kernel does not fail gracefully for us: when a new thread cannot map its signal stack, its
 //! start-up panics outside any code that could catch it and **the whole process aborts** (seen at
-//! about 8,200 peers on a default system). So each connection thread and each writer thread takes
-//! a [`ThreadSlot`] first; with none left, the connection is refused and everyone else is served.
+//! about 8,200 peers on a default system, when each peer had two threads). So each connection
+//! thread takes a [`ThreadSlot`] first; with none left, the connection is refused and everyone else is served.
 //!
 //! The budget is `(max_map_count - mappings at start - headroom) / MAPS_PER_THREAD`, with a
 //! mapping of slack per thread for buffers big enough to be mapped on their own.
@@ -63,6 +63,12 @@ impl ThreadBudget {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// Whether a connection whose thread holds a slot may become a peer: only while the threads
+    /// kept for HTTP stay free beside it.
+    pub fn has_room_for_a_peer(&self) -> bool {
+        self.in_use().saturating_add(RESERVED_FOR_HTTP) <= self.limit
+    }
+
     /// Takes a slot, or `None` if all are taken.
     pub fn try_take(self: &Arc<Self>) -> Option<ThreadSlot> {
         self.try_take_leaving(0)
@@ -80,10 +86,10 @@ impl ThreadBudget {
 }
 
 /// The threads a server configured for `max_connections` peers and `max_pending_handshakes`
-/// sockets still sending their head may want at once: two per peer, one per pending socket, and
+/// sockets still sending their head may want at once: one per peer, one per pending socket, and
 /// the ones kept for HTTP.
 pub(crate) fn threads_wanted(max_connections: usize, max_pending_handshakes: usize) -> usize {
-    2 * max_connections + max_pending_handshakes.min(max_connections) + RESERVED_FOR_HTTP
+    max_connections + max_pending_handshakes.min(max_connections) + RESERVED_FOR_HTTP
 }
 
 /// The `vm.max_map_count` that leaves room for `threads` threads (rounded up to a power of two).
@@ -126,7 +132,7 @@ mod tests {
     #[test]
     fn the_advised_map_count_leaves_room_for_the_threads_wanted() {
         let threads = threads_wanted(12_000, 1024);
-        assert_eq!(threads, 2 * 12_000 + 1024 + RESERVED_FOR_HTTP);
+        assert_eq!(threads, 12_000 + 1024 + RESERVED_FOR_HTTP);
         let maps = max_map_count_for(threads);
         assert!(maps.saturating_sub(HEADROOM_MAPS + 100) / MAPS_PER_THREAD >= threads, "{maps} maps");
     }

@@ -1,10 +1,11 @@
 //! Who is connected and who is in which network; every change and the notices it causes.
 //!
 //! One `parking_lot::Mutex` guards all of it. Each operation takes the lock, updates the maps and
-//! queues the resulting messages (`peer-discovered`, `peer-disconnected`, a routed signal) before
-//! letting go. Queueing is a non-blocking channel push, never socket I/O, so holding the lock for it is
-//! cheap, and it is what keeps every peer's view consistent: a peer can never hear that someone left
-//! and then, from a slower thread, that the same someone arrived.
+//! queues the resulting messages (`peer-discovered`, `peer-disconnected`, a relay) before letting
+//! go. Queueing is a push onto the peer's queue; the writes wait until the lock is let go
+//! ([`DeferWrites`]), so holding the lock for it is cheap, and it is what keeps every peer's view
+//! consistent: a peer can never hear that someone left and then, from a slower thread, that the
+//! same someone arrived.
 //!
 //! The counts `/health` and `/stats` report are published to atomics whenever the lock is let go
 //! ([`Locked`]), so monitoring never waits for the lock, for which a thousand readers may queue in
@@ -24,7 +25,7 @@ use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::value::RawValue;
 
-use crate::peer::outbox::PeerHandle;
+use crate::peer::outbox::{DeferWrites, PeerHandle};
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
 use crate::registry::mesh::{
@@ -140,7 +141,8 @@ impl Registry {
 
     /// Takes the lock; the counts are published when it is let go.
     pub(crate) fn lock(&self) -> Locked<'_> {
-        Locked { guard: self.state.lock(), published: &self.published }
+        let defer = DeferWrites::begin();
+        Locked { guard: self.state.lock(), published: &self.published, _defer: defer }
     }
 
     /// Admits a new connection. A previous connection under the same id that is already closing is
@@ -285,7 +287,7 @@ impl Registry {
             // Built and sent after the lock is released: the send may write to the target's socket.
             let handle = entry.handle.clone();
             drop(state);
-            handle.send_signal(protocol::signal(kind, data, sender, target, network));
+            handle.send_text(protocol::signal(kind, data, sender, target, network));
             return Ok(Route::Local);
         }
         let now = Instant::now();
@@ -405,10 +407,12 @@ fn refused_link(handle: &PeerHandle, hub_token_set: bool) {
     });
 }
 
-/// The registry's lock, held. Derefs to the [`State`]; letting it go publishes the counts.
+/// The registry's lock, held. Derefs to the [`State`]; letting it go publishes the counts, then
+/// writes what was queued meanwhile (fields drop in order: the lock first, then `_defer`).
 pub(crate) struct Locked<'a> {
     guard: MutexGuard<'a, State>,
     published: &'a PublishedCounts,
+    _defer: DeferWrites,
 }
 
 impl Deref for Locked<'_> {
@@ -583,16 +587,18 @@ impl LocalPeers for LocalView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::outbox::{Outbound, QueueBudget, new_peer};
+    use crate::peer::flusher::Flusher;
+    use crate::peer::outbox::new_peer;
+    use crate::peer::queue::QueueBudget;
     use crate::registry::mesh::MeshConfig;
-    use crossbeam_channel::Receiver;
+    use std::cell::RefCell;
     use std::net::{TcpListener, TcpStream};
+    use tungstenite::protocol::{Role, WebSocket};
 
-    /// A registered-able peer whose queue the test can read; the socket is a real loopback pair.
+    /// A registered-able peer and the client end of its real loopback socket, which the test reads.
     struct TestPeer {
         handle: Arc<PeerHandle>,
-        rx: Receiver<Outbound>,
-        _sockets: (TcpStream, TcpStream),
+        rx: RefCell<WebSocket<TcpStream>>,
     }
 
     fn peer(n: u8, serial: u64) -> TestPeer {
@@ -600,24 +606,33 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let id = PeerId::parse(&format!("{:02x}", n).repeat(20)).unwrap();
-        let (handle, rx, _) = new_peer(
+        let (handle, _) = new_peer(
             id,
             serial,
-            server.try_clone().unwrap(),
-            tungstenite::protocol::Role::Server,
+            server,
+            Role::Server,
             QueueBudget::new(1 << 20, 1 << 30),
             Default::default(),
+            Flusher::start().unwrap(),
         );
-        TestPeer { handle, rx, _sockets: (client, server) }
+        // Messages are written before the registry call that queued them returns, and a loopback
+        // write lands in the other end's buffer at once: what is not there now was never sent.
+        client.set_nonblocking(true).unwrap();
+        TestPeer { handle, rx: RefCell::new(WebSocket::from_raw_socket(client, Role::Client, None)) }
     }
 
-    fn texts(rx: &Receiver<Outbound>) -> Vec<serde_json::Value> {
-        rx.try_iter()
-            .filter_map(|item| match item {
-                Outbound::Text(text) => Some(serde_json::from_str(text.as_str()).unwrap()),
-                _ => None,
-            })
-            .collect()
+    /// The messages that reached the peer's client end so far.
+    fn texts(rx: &RefCell<WebSocket<TcpStream>>) -> Vec<serde_json::Value> {
+        let mut socket = rx.borrow_mut();
+        let mut texts = Vec::new();
+        loop {
+            match socket.read() {
+                Ok(tungstenite::Message::Text(text)) => texts.push(serde_json::from_str(text.as_str()).unwrap()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(err)) if err.kind() == std::io::ErrorKind::WouldBlock => return texts,
+                Err(err) => panic!("reading the test peer's socket: {err}"),
+            }
+        }
     }
 
     fn announce(registry: &Registry, p: &TestPeer, network: &str) {
