@@ -86,17 +86,27 @@ struct Watched {
     progressed: Instant,
 }
 
-fn run(inbox: &Receiver<Job>, mut ear: UnixStream) {
+fn run(inbox: &Receiver<Job>, ear: UnixStream) {
     let mut watched: Vec<Watched> = Vec::new();
     // Deadlines are all CLOSE_GRACE after their job, so they arrive in order.
     let mut kills: std::collections::VecDeque<(Weak<PeerShared>, Instant)> = Default::default();
+    // Gone once every handle is: the flusher then finishes what it holds and ends.
+    let mut ear = Some(ear);
     loop {
         loop {
             match inbox.try_recv() {
                 Ok(Job::Watch(peer)) => watched.push(Watched { peer, progressed: Instant::now() }),
                 Ok(Job::KillAt(peer, at)) => kills.push_back((peer, at)),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Disconnected) => {
+                    ear = None;
+                    if watched.is_empty() {
+                        // Nobody can close a connection any more: cut the ones still closing now.
+                        kills.drain(..).filter_map(|(peer, _)| peer.upgrade()).for_each(|peer| peer.kill());
+                        return;
+                    }
+                    break;
+                }
             }
         }
         let now = Instant::now();
@@ -112,7 +122,7 @@ fn run(inbox: &Receiver<Job>, mut ear: UnixStream) {
             limit = limit.min(STALL_CHECK);
         }
         let sockets: Vec<_> = watched.iter().map(|w| &w.peer.socket).collect();
-        let readiness = match poll::wait(&ear, &sockets, limit) {
+        let readiness = match poll::wait(ear.as_ref(), &sockets, limit) {
             Ok(readiness) => readiness,
             Err(err) => {
                 log::error!("the flusher cannot wait on sockets: {err}; cutting the connections it holds");
@@ -124,7 +134,9 @@ fn run(inbox: &Receiver<Job>, mut ear: UnixStream) {
                 continue;
             }
         };
-        if readiness[0] == Readiness::Ready {
+        if readiness[0] == Readiness::Ready
+            && let Some(mut ear) = ear.as_ref()
+        {
             let mut rings = [0; 64];
             // Reading 0 means every handle is gone; the inbox then says so too.
             while matches!(ear.read(&mut rings), Ok(n) if n > 0) {}

@@ -37,6 +37,7 @@ use crate::peer::flusher::Flusher;
 use crate::peer::queue::{Outbound, PeerShared, Queue, QueueBudget, UNDER_PRESSURE};
 use crate::peer::writer::{Turn, write_turn};
 use crate::protocol::peer_id::PeerId;
+use crate::protocol::{Batch, ToEach};
 use crate::util::clock::unix_millis;
 use crate::util::throttled_log::ThrottledLog;
 
@@ -100,6 +101,16 @@ impl PeerHandle {
     /// been cut off (see the module docs).
     pub fn send_text(&self, text: String) -> bool {
         self.enqueue(Outbound::Text(Utf8Bytes::from(text)))
+    }
+
+    /// Queues this peer's copy of a message built once for many peers (see [`ToEach`]).
+    pub fn send_to_each(&self, message: &Arc<ToEach>) -> bool {
+        self.enqueue(Outbound::ToEach(message.clone(), self.peer_id))
+    }
+
+    /// Queues several messages at once, in order (nothing if there are none).
+    pub fn send_batch(&self, batch: Batch) -> bool {
+        batch.count() == 0 || self.enqueue(Outbound::Batch(batch))
     }
 
     /// Queues a control item (ping, pong or close). Counted against the bound like text, so that

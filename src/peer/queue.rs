@@ -11,12 +11,18 @@ use tungstenite::protocol::Role;
 use tungstenite::{Bytes, Utf8Bytes};
 
 use crate::metrics::Metrics;
+use crate::protocol::peer_id::PeerId;
+use crate::protocol::{Batch, ToEach};
 
 /// What can be queued for a peer.
 #[derive(Debug)]
 pub enum Outbound {
     /// A protocol message (JSON text).
     Text(Utf8Bytes),
+    /// A message to many peers, completed with this peer's id as it is written.
+    ToEach(Arc<ToEach>, PeerId),
+    /// Several messages at once (a newcomer's discovery list).
+    Batch(Batch),
     /// A WebSocket ping, to find dead connections.
     Ping,
     /// The answer to a ping the peer sent.
@@ -55,6 +61,8 @@ impl Outbound {
         QUEUE_ENTRY_OVERHEAD
             + match self {
                 Outbound::Text(text) => text.len(),
+                Outbound::ToEach(message, _) => message.len(),
+                Outbound::Batch(batch) => batch.bytes() + QUEUE_ENTRY_OVERHEAD * batch.count(),
                 Outbound::Pong(payload) => payload.len(),
                 Outbound::Ping | Outbound::Close(..) => 0,
             }

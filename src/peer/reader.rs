@@ -15,14 +15,14 @@ use tungstenite::{Error as WsError, Message};
 
 use crate::context::ServerState;
 use crate::metrics::{CutOff, Dropped, Metrics};
-use crate::peer::outbox::PeerHandle;
+use crate::peer::outbox::{DeferWrites, PeerHandle};
 use crate::peer::queue::{Outbound, PeerShared};
 use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::protocol::{self, error_code};
 
 /// The reader's initial message buffer (tungstenite also keeps a 4 KiB read chunk). Most messages
 /// are under 2 KiB; bigger ones grow it as needed. Small, because every idle peer holds one.
-const READ_BUFFER: usize = 2 * 1024;
+const READ_BUFFER: usize = 512;
 /// After a close frame, how long to wait for the peer's own close before cutting the socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 
@@ -132,7 +132,13 @@ pub(crate) fn read_frames(
         };
         match message {
             Message::Text(text) => {
-                if let ControlFlow::Break(reason) = on_message(Incoming::Text(text.as_str())) {
+                // What handling the message queues is written when it is handled, from here, where
+                // the stack is shallow: a reader thread's stack then stays two pages deep.
+                let handled = {
+                    let _writes = DeferWrites::begin();
+                    on_message(Incoming::Text(text.as_str()))
+                };
+                if let ControlFlow::Break(reason) = handled {
                     return reason;
                 }
             }

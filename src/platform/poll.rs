@@ -16,12 +16,18 @@ pub(crate) enum Readiness {
     Ready,
 }
 
-/// Waits until `readable` has something to read or any of `writable` can take bytes (or has failed
-/// or hung up: a write will then tell why), at most `limit`. Returns one [`Readiness`] for
-/// `readable`, then one per `writable`, in order.
-pub(crate) fn wait(readable: &impl AsRawFd, writable: &[&impl AsRawFd], limit: Duration) -> io::Result<Vec<Readiness>> {
+/// Waits until `readable` (if any) has something to read or any of `writable` can take bytes (or
+/// has failed or hung up: a write will then tell why), at most `limit`. Returns one [`Readiness`]
+/// for `readable`, then one per `writable`, in order.
+pub(crate) fn wait(
+    readable: Option<&impl AsRawFd>,
+    writable: &[&impl AsRawFd],
+    limit: Duration,
+) -> io::Result<Vec<Readiness>> {
     let mut fds = Vec::with_capacity(writable.len() + 1);
-    fds.push(libc::pollfd { fd: readable.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    // poll skips a negative descriptor, and reports nothing for it.
+    let fd = readable.map_or(-1, |readable| readable.as_raw_fd());
+    fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
     fds.extend(writable.iter().map(|socket| libc::pollfd {
         fd: socket.as_raw_fd(),
         events: libc::POLLOUT,
@@ -57,8 +63,11 @@ mod tests {
         let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut wake, waker) = UnixStream::pair().unwrap();
         // An empty socket can take bytes; the waker has nothing to read.
-        assert_eq!(wait(&waker, &[&socket], Duration::from_secs(5)).unwrap(), [Readiness::Waiting, Readiness::Ready]);
+        assert_eq!(
+            wait(Some(&waker), &[&socket], Duration::from_secs(5)).unwrap(),
+            [Readiness::Waiting, Readiness::Ready]
+        );
         wake.write_all(b"!").unwrap();
-        assert_eq!(wait(&waker, &[] as &[&TcpStream], Duration::from_secs(5)).unwrap(), [Readiness::Ready]);
+        assert_eq!(wait(Some(&waker), &[] as &[&TcpStream], Duration::from_secs(5)).unwrap(), [Readiness::Ready]);
     }
 }

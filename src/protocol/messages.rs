@@ -76,6 +76,107 @@ pub fn peer_discovered(data: &RawValue, network: &str, recipient: PeerId) -> Str
     })
 }
 
+/// `peer-discovered` for every other member of `network`, about the peer described by `data`:
+/// built once, addressed to each recipient as it is written (see [`ToEach`]).
+pub fn peer_discovered_to_each(data: &RawValue, network: &str) -> ToEach {
+    ToEach::new(ServerMessage {
+        network_name: Some(network),
+        ..ServerMessage::from_system("peer-discovered", Some(data))
+    })
+}
+
+/// `peer-disconnected` for every remaining member of `network`, about `peer` (see [`ToEach`]).
+pub fn peer_disconnected_to_each(peer: PeerId, is_hub: bool, reason: &str, network: &str) -> ToEach {
+    let now = unix_millis();
+    let data = departure_data(peer, is_hub, reason, now);
+    ToEach::new(ServerMessage {
+        network_name: Some(network),
+        timestamp: now,
+        ..ServerMessage::from_system("peer-disconnected", Some(&data))
+    })
+}
+
+/// One message for many recipients that differ only in `targetPeerId`: a network's members hearing
+/// that someone arrived or left. The JSON is built once, with a stand-in id where the recipient's
+/// goes; each recipient's copy exists only as it is written, so a broadcast to a thousand peers is
+/// one allocation, not a thousand.
+#[derive(Debug)]
+pub struct ToEach {
+    text: String,
+    /// Where the recipient's id goes in `text`.
+    at: usize,
+}
+
+impl ToEach {
+    /// Stands in for the recipient's id until it is written.
+    const STAND_IN: &'static str = "0000000000000000000000000000000000000000";
+
+    fn new(message: ServerMessage<'_>) -> ToEach {
+        let text = encode(ServerMessage { target_peer_id: Some(ToEach::STAND_IN), ..message });
+        // `targetPeerId` is the last string member (only the timestamp follows), so the last
+        // occurrence is it, whatever the data holds.
+        const KEY: &str = r#""targetPeerId":""#;
+        let at = text.rfind(&format!("{KEY}{}\"", ToEach::STAND_IN)).map_or(0, |at| at + KEY.len());
+        ToEach { text, at }
+    }
+
+    /// The text before and after the recipient's id.
+    pub fn around_recipient(&self) -> (&str, &str) {
+        (&self.text[..self.at], &self.text[self.at + ToEach::STAND_IN.len()..])
+    }
+
+    /// The length of each recipient's copy, in bytes.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// `recipient`'s copy, whole.
+    #[cfg(test)]
+    pub fn for_recipient(&self, recipient: PeerId) -> String {
+        let (before, after) = self.around_recipient();
+        [before, recipient.as_str(), after].concat()
+    }
+}
+
+/// Several messages for one recipient built into one block: the `peer-discovered` of every member
+/// of a network for the peer that just joined it (a thousand messages, two allocations).
+#[derive(Debug, Default)]
+pub struct Batch {
+    json: Vec<u8>,
+    /// Where each message ends in `json`.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// Adds `peer-discovered` telling `recipient` about the peer described by `data`.
+    pub fn push_peer_discovered(&mut self, data: &RawValue, network: &str, recipient: PeerId) {
+        let message = ServerMessage {
+            network_name: Some(network),
+            target_peer_id: Some(recipient.as_str()),
+            ..ServerMessage::from_system("peer-discovered", Some(data))
+        };
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.json, &message);
+        self.ends.push(self.json.len());
+    }
+
+    /// The messages, in order, each a JSON text.
+    pub fn texts(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.json[start..end])
+    }
+
+    /// How many messages it holds.
+    pub fn count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Their bytes in all.
+    pub fn bytes(&self) -> usize {
+        self.json.len()
+    }
+}
+
 /// `peer-disconnected`, telling `recipient` that `peer` left `network`.
 ///
 /// `networkName` is included even though the reference's broadcast omits it: the client drops
@@ -156,6 +257,40 @@ mod tests {
     use crate::protocol::*;
     use serde_json::value::RawValue;
     use serde_json::{Value, json};
+
+    /// A broadcast built once reads, for each recipient, as the message built for it alone would,
+    /// also when the announced data holds the stand-in id itself.
+    #[test]
+    fn a_message_to_each_is_the_message_to_one_with_the_recipient_filled_in() {
+        let peer = PeerId::parse(&"ab".repeat(20)).unwrap();
+        let recipient = PeerId::parse(&"Cd".repeat(20)).unwrap();
+        let tricky = RawValue::from_string(format!("{{\"targetPeerId\":\"{}\"}}", "0".repeat(40))).unwrap();
+        let data = discovery_data(peer, false, Some(&tricky));
+        let without_time = |text: &str| {
+            let mut value: Value = serde_json::from_str(text).unwrap();
+            value.as_object_mut().unwrap().remove("timestamp");
+            value
+        };
+        let to_each = peer_discovered_to_each(&data, "net");
+        assert_eq!(
+            without_time(&to_each.for_recipient(recipient)),
+            without_time(&peer_discovered(&data, "net", recipient))
+        );
+        assert_eq!(to_each.len(), to_each.for_recipient(recipient).len());
+        let gone = peer_disconnected_to_each(peer, true, "goodbye", "net");
+        let gone: Value = serde_json::from_str(&gone.for_recipient(recipient)).unwrap();
+        assert_eq!(gone["targetPeerId"], recipient.as_str());
+        assert_eq!(gone["data"]["reason"], "goodbye");
+        let mut batch = Batch::default();
+        for n in 1..=3u8 {
+            let other = PeerId::parse(&format!("{n:02x}").repeat(20)).unwrap();
+            batch.push_peer_discovered(&discovery_data(other, false, None), "net", recipient);
+        }
+        let texts: Vec<Value> = batch.texts().map(|text| serde_json::from_slice(text).unwrap()).collect();
+        assert_eq!(texts.len(), 3);
+        assert_eq!(texts[2]["data"]["peerId"], "03".repeat(20));
+        assert_eq!(texts[0]["targetPeerId"], recipient.as_str());
+    }
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

@@ -222,15 +222,19 @@ impl Registry {
             let Some(ours) = &newcomer.announced else {
                 return;
             };
+            // The members' news is one message built once; the newcomer's list is one block.
+            let arrived = Arc::new(protocol::peer_discovered_to_each(&ours.discovery, &network));
+            let mut members = protocol::Batch::default();
             for &other in state.networks.get(&network).into_iter().flatten() {
                 let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
                     continue;
                 };
-                entry.handle.send_text(protocol::peer_discovered(&ours.discovery, &network, other));
+                entry.handle.send_to_each(&arrived);
                 if let Some(theirs) = &entry.announced {
-                    newcomer.handle.send_text(protocol::peer_discovered(&theirs.discovery, &network, peer));
+                    members.push_peer_discovered(&theirs.discovery, &network, newcomer.handle.peer_id);
                 }
             }
+            newcomer.handle.send_batch(members);
         }
         state.with_mesh(|mesh, local| {
             if let Some(a) = local.peers.get(&peer).and_then(|e| e.announced.as_ref()) {
@@ -480,9 +484,10 @@ impl State {
         if self.shutting_down {
             return;
         }
+        let left = Arc::new(protocol::peer_disconnected_to_each(peer, announced.is_hub, reason, &network));
         for other in self.networks.get(&network).into_iter().flatten() {
             if let Some(entry) = self.peers.get(other) {
-                entry.handle.send_text(protocol::peer_disconnected(peer, announced.is_hub, reason, &network, *other));
+                entry.handle.send_to_each(&left);
             }
         }
         self.with_mesh(|mesh, _| mesh.local_left(peer, &network, announced.is_hub, announced.seq, reason));
