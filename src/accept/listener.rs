@@ -174,6 +174,9 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
 /// Reads the request head and answers it: an HTTP reply, or the WebSocket handshake, which returns
 /// the admitted peer.
 /// `pending` is the connection's place among the handshakes in flight, freed once the head is read.
+/// Never inlined into the thread's body: its frames, the handshake's, are then gone from the stack
+/// before the peer is served, instead of lying under the reader's for as long as it lives.
+#[inline(never)]
 fn handle_connection(mut stream: TcpStream, pending: Ticket, state: &Arc<ServerState>) -> Option<AdmittedPeer> {
     // Signals are small and latency-bound: never let Nagle hold one back.
     let _ = stream.set_nodelay(true);
@@ -184,7 +187,11 @@ fn handle_connection(mut stream: TcpStream, pending: Ticket, state: &Arc<ServerS
             return None;
         }
     };
-    let head = match RequestHead::parse(&head) {
+    let parsed = RequestHead::parse(&head);
+    // The raw bytes are done with: let them go before anything that lives as long as the peer is
+    // allocated, so that they do not leave a hole between long-lived allocations.
+    drop(head);
+    let head = match parsed {
         Ok(head) => head,
         Err(err) => {
             reject_head(stream, err, state);

@@ -211,6 +211,9 @@ impl PeerHandle {
     }
 }
 
+/// The most deferred turns a thread keeps room for between messages.
+const KEPT_DEFERRED: usize = 4;
+
 thread_local! {
     /// How many [`DeferWrites`] this thread holds, and the peers whose turn it took meanwhile.
     static DEFERRING: Cell<usize> = const { Cell::new(0) };
@@ -253,15 +256,18 @@ impl Drop for DeferWrites {
         for (peer, flusher) in &peers {
             take_turn(peer, flusher);
         }
-        // Give the list's room back if a big broadcast grew it; keep it otherwise.
-        DEFERRED.with(|deferred| {
-            let mut deferred = deferred.borrow_mut();
-            if deferred.is_empty() && peers.capacity() <= 64 {
-                let mut peers = peers;
-                peers.clear();
-                *deferred = peers;
-            }
-        });
+        // Keep the list's room for the next message only if it is small: every idle reader keeps
+        // what its thread holds, and a broadcast's list would cost each of them a kilobyte.
+        if peers.capacity() <= KEPT_DEFERRED {
+            let mut peers = peers;
+            peers.clear();
+            DEFERRED.with(|deferred| {
+                let mut deferred = deferred.borrow_mut();
+                if deferred.is_empty() {
+                    *deferred = peers;
+                }
+            });
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub(crate) enum Turn {
 /// over. Only the holder of the turn may call it.
 pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
     let mut progress = false;
-    let mut buffer = Vec::new();
+    let mut buffer;
     loop {
         let mut queue = peer.queue.lock();
         if queue.closed {
@@ -46,12 +46,15 @@ pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
             return Turn::Done;
         }
         // Unsent bytes first, then the frames of the items queued behind them.
-        buffer.clear();
-        buffer.append(&mut queue.unsent);
+        // The unsent bytes' own buffer becomes this round's (the queue keeps no room it does not use).
+        buffer = std::mem::take(&mut queue.unsent);
         let mut cost = std::mem::take(&mut queue.unsent_cost);
         let mut closes = std::mem::take(&mut queue.unsent_closes);
         let items = std::mem::take(&mut queue.items);
         drop(queue);
+        // Room for all the frames at once (an item's cost is at least its frame's size): a burst's
+        // buffer is allocated once, not doubled its way up.
+        buffer.reserve(items.iter().map(Outbound::cost).sum());
         let mut dropped = 0;
         for item in items {
             if closes {

@@ -148,6 +148,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for `bytes` of messages, `count` of them.
+    pub fn with_capacity(count: usize, bytes: usize) -> Batch {
+        Batch { json: Vec::with_capacity(bytes), ends: Vec::with_capacity(count) }
+    }
+
     /// Adds `peer-discovered` telling `recipient` about the peer described by `data`.
     pub fn push_peer_discovered(&mut self, data: &RawValue, network: &str, recipient: PeerId) {
         let message = ServerMessage {

@@ -224,7 +224,9 @@ impl Registry {
             };
             // The members' news is one message built once; the newcomer's list is one block.
             let arrived = Arc::new(protocol::peer_discovered_to_each(&ours.discovery, &network));
-            let mut members = protocol::Batch::default();
+            let others = state.networks.get(&network).map_or(0, |members| members.len().saturating_sub(1));
+            // Each member's message is about as long as the newcomer's own news.
+            let mut members = protocol::Batch::with_capacity(others, others * (arrived.len() + 16));
             for &other in state.networks.get(&network).into_iter().flatten() {
                 let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
                     continue;
