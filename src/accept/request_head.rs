@@ -13,7 +13,7 @@ pub const MAX_HEAD_LEN: usize = 16 * 1024;
 /// Most header lines accepted in one head.
 const MAX_HEADERS: usize = 100;
 /// Bytes asked of the socket per read while the head comes in.
-const READ_CHUNK: usize = 2048;
+const READ_CHUNK: usize = 1024;
 
 /// Why a request head could not be read.
 #[derive(Debug)]

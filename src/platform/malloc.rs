@@ -1,22 +1,27 @@
 //! Tuning glibc's allocator for thousands of mostly idle threads, and handing freed memory back.
 //!
-//! In-process at start ([`tune_for_many_threads`]): at most four arenas, and fixed thresholds for
-//! giving memory back (glibc raises them after large frees, and a burst then stays resident).
+//! In-process at start ([`tune_for_many_threads`]): at most two arenas, blocks of 16 KiB and more
+//! mapped on their own, and fixed thresholds for giving memory back (glibc raises them after large
+//! frees, and a burst then stays resident).
 //! What glibc reads only while loading the program (no per-thread cache, a small cache of ended
 //! threads' stacks) is set by the binary, which re-executes itself once with it (`reexec.rs`).
 
-/// Settings made in-process at start: at most four arenas (two cores' worth of threads contend
-/// little for them), and fixed thresholds for giving memory back: glibc otherwise raises both each
-/// time a large block is freed (up to 32 MiB), after which a burst's memory stays with the process
-/// (tests/hostile.rs, `memory_comes_back_after_a_greedy_link_goes`; docs/performance.md).
+/// Settings made in-process at start: at most two arenas (each arena keeps its own free fragments
+/// between long-lived blocks; the threads of two cores contend little for two); blocks of 16 KiB
+/// and more (a newcomer's discovery list, a burst's write buffer) mapped on their own and handed
+/// back whole when freed, instead of leaving holes in an arena; and fixed thresholds, which glibc
+/// otherwise raises each time a large block is freed (up to 32 MiB), after which a burst's memory
+/// stays with the process (tests/hostile.rs, `memory_comes_back_after_a_greedy_link_goes`).
+/// Measured in docs/performance.md ("What a peer costs").
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_for_many_threads() {
-    const THRESHOLD: libc::c_int = 128 * 1024;
+    const MMAP_THRESHOLD: libc::c_int = 16 * 1024;
+    const TRIM_THRESHOLD: libc::c_int = 128 * 1024;
     // SAFETY: mallopt takes two integers and only changes the allocator's own parameters.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 
