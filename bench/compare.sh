@@ -8,6 +8,8 @@
 #
 # Each measurement gets a freshly started server. Raw results go to bench/results-<date>.jsonl.
 # The machine is small and shared with the load generator: trust the ratios, not one absolute number.
+# Memory is read 0.5 s after the last discovery arrived (no quiet period). The /health monitor asks
+# for real-time scheduling (root only), as in earlier results; bench/capacity.sh runs it ordinary.
 source "$(dirname "$0")/../interop/common.sh"
 runs="${1:-3}"
 peers="${2:-1000}"
@@ -64,8 +66,8 @@ measure_hub() {
 for run in $(seq "$runs"); do
   echo "== run $run of $runs"
   for server in rs js; do
-    measure "$server" discovery connect --peers "$peers" --networks 1
-    measure "$server" memory connect --peers "$peers" --networks $((peers / 100 > 0 ? peers / 100 : 1)) --settle 11
+    measure "$server" discovery connect --peers "$peers" --networks 1 --settle 0.5 --monitor realtime
+    measure "$server" memory connect --peers "$peers" --networks $((peers / 100 > 0 ? peers / 100 : 1)) --settle 0.5 --monitor realtime
     measure "$server" saturation relay --peers "$peers" --seconds 10 --inflight 2
     measure "$server" latency-5k relay --peers "$peers" --seconds 10 --rate 5000
     measure "$server" latency-20k relay --peers "$peers" --seconds 10 --rate 20000

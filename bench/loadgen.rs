@@ -13,7 +13,8 @@
 //!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
 //!   Meanwhile `GET /health` is polled every 100 ms, from a child process in a session of its own
 //!   (as a monitoring agent would be, not one of the load generator's threads): its latency shows
-//!   whether the server stays responsive (`health`: p50/p99/max ms, failures).
+//!   whether the server stays responsive (`health`: p50/p99/max ms, failures), beside how late the
+//!   monitor itself woke (`--monitor ordinary`, the default, or `realtime`).
 //! - `relay`, closed loop (`--inflight W`): every peer keeps W offers of `--size` bytes (2 KB) in
 //!   flight to random peers of its network, each answered by its target; reports signals per second.
 //! - `relay`, open loop (`--rate R`): offers go out at R per second in total, each stamped with its
@@ -54,6 +55,9 @@ struct Options {
     workers: usize,
     senders: usize,
     settle: f64,
+    /// Whether the `/health` monitor asks for real-time scheduling (`--monitor realtime`) or runs
+    /// as an ordinary process (`--monitor ordinary`, the default).
+    realtime_monitor: bool,
 }
 
 fn parse_options() -> Options {
@@ -73,6 +77,7 @@ fn parse_options() -> Options {
         workers: 100,
         senders: 4,
         settle: 1.0,
+        realtime_monitor: false,
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -90,6 +95,13 @@ fn parse_options() -> Options {
             "--workers" => o.workers = number() as usize,
             "--senders" => o.senders = (number() as usize).max(1),
             "--settle" => o.settle = number(),
+            "--monitor" => {
+                o.realtime_monitor = match value.as_str() {
+                    "realtime" => true,
+                    "ordinary" => false,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -307,7 +319,7 @@ fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
 
 fn connect_scenario(o: &Options) -> Value {
     let before = process_stats(o.pid);
-    let monitor = HealthMonitor::start(&o.url);
+    let monitor = HealthMonitor::start(&o.url, o.realtime_monitor);
     let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
     let sizes = network_sizes(&peers);
     let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
@@ -333,16 +345,17 @@ fn connect_scenario(o: &Options) -> Value {
 /// A monitor is not one of the load generator's threads: in its own session the child is its own
 /// scheduling group (Linux autogroup), as a monitoring agent on a server would be, so what it
 /// measures is the server's answer, not how long the child waited behind the load generator's
-/// 10,000 client threads on the same two cores (up to 2 s when it was one of them). Where allowed
-/// (root), it also runs real-time (SCHED_FIFO, lowest priority): even in its own group it woke up to
-/// 600 ms late during the 10,000-peer storm, on a kernel that preempts only at return to user
-/// space. The server under test is never given a priority. The report says which it was
-/// (`monitorRealtime`) and how late the monitor woke (`wakeLate*`).
+/// 10,000 client threads on the same two cores (up to 2 s when it was one of them). It runs as an
+/// ordinary process unless `--monitor realtime` asks for real-time scheduling (SCHED_FIFO, lowest
+/// priority; granted to root only), which takes the monitor's own wake-up delays out of the figures.
+/// The server under test is never given a priority. The report says which it was
+/// (`monitorRealtime`) and how late the monitor woke (`wakeLate*`), to tell the server's delays
+/// from the monitor's.
 struct HealthMonitor(std::process::Child);
 
 impl HealthMonitor {
     /// Starts polling `url`; `None` if the child could not be started.
-    fn start(url: &str) -> Option<HealthMonitor> {
+    fn start(url: &str, realtime: bool) -> Option<HealthMonitor> {
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         unsafe extern "C" {
@@ -355,11 +368,13 @@ impl HealthMonitor {
         // SAFETY: runs in the forked child before exec; setsid is async-signal-safe and touches no
         // memory of ours.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 setsid();
-                // Refused without privileges: the monitor then runs as any process does.
-                let lowest_priority = 1;
-                sched_setscheduler(0, SCHED_FIFO, &lowest_priority);
+                if realtime {
+                    // Refused without privileges: the monitor then runs as any process does.
+                    let lowest_priority = 1;
+                    sched_setscheduler(0, SCHED_FIFO, &lowest_priority);
+                }
                 Ok(())
             });
         }

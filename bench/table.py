@@ -8,7 +8,8 @@ import sys
 FIGURES = [
     ("discovery", "full discovery of all peers, ms", lambda r: r.get("fullDiscoveryMs"), False),
     ("discovery", "  GET /health p99 meanwhile, ms", lambda r: (r.get("health") or {}).get("p99Ms"), False),
-    ("memory", "RSS per connected, announced, idle peer, KiB", lambda r: r.get("rssPerPeerKiB"), False),
+    ("discovery", "  RSS per peer 0.5 s later, one network, KiB", lambda r: r.get("rssPerPeerKiB"), False),
+    ("memory", "RSS per peer 0.5 s after discovery, networks of 100, KiB", lambda r: r.get("rssPerPeerKiB"), False),
     ("saturation", "relay throughput, closed loop, signals/s", lambda r: r.get("signalsPerSec"), True),
     ("latency-5k", "relay p99 at 5,000 signals/s, ms", lambda r: r.get("latencyMs", {}).get("p99"), False),
     ("latency-20k", "relay p99 at 20,000 signals/s, ms", lambda r: r.get("latencyMs", {}).get("p99"), False),

@@ -45,7 +45,10 @@ fn bind_first(addresses: &[IpAddr], port: u16) -> Result<TcpListener, BindFailur
     for &ip in addresses {
         let addr = SocketAddr::new(ip, port);
         match TcpListener::bind(addr) {
-            Ok(listener) => return Ok(listener),
+            Ok(listener) => {
+                crate::platform::listen_backlog::lengthen(&listener);
+                return Ok(listener);
+            }
             Err(err) if err.kind() == io::ErrorKind::AddrInUse => failure = BindFailure::InUse,
             Err(err) => failure = BindFailure::Other(addr, err),
         }
