@@ -258,15 +258,17 @@ fn write_and_close<R: Read>(
     }
 }
 
-/// What is read at a time from a socket whose input is thrown away. Small: it is on the stack of a
-/// thread that may have been, or whose stack may next serve, a long-lived peer reader, and every
-/// stack page a thread touches stays resident (a cached stack keeps them for its next thread).
-const SINK: usize = 512;
+/// What is read at a time from a socket whose input is thrown away. On the heap, not the stack: the
+/// thread may have been, or its stack may next serve, a long-lived peer reader, and every stack
+/// page a thread touches stays resident (a cached stack keeps them for its next thread). Not
+/// smaller: a lingering socket must keep up with a client that floods it, or the client is never
+/// told the connection is over (tests/hostile.rs, `byte_floods_are_paused_then_closed`).
+const SINK: usize = 4096;
 
 /// Reads and drops whatever has already arrived, without waiting: closing a socket with unread
 /// input would send a reset, which can destroy the reply before the client reads it.
 fn discard_unread(stream: &TcpStream) {
-    let mut sink = [0u8; SINK];
+    let mut sink = vec![0u8; SINK];
     while let Ok(1..) = crate::platform::socket_flags::read_without_waiting(stream, &mut sink) {}
 }
 
@@ -308,7 +310,7 @@ fn render_reply<R: Read>(
 /// connection, so that what we wrote last is not lost to a reset caused by unread input.
 pub(crate) fn drain(mut stream: &TcpStream, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut sink = [0u8; SINK];
+    let mut sink = vec![0u8; SINK];
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
