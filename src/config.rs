@@ -76,7 +76,7 @@ pub struct Config {
     /// Most of those from one source address (`MAX_PENDING_HANDSHAKES_PER_IP`), so that one host
     /// cannot take them all (see `handshakes.rs`).
     pub max_pending_handshakes_per_ip: usize,
-    /// Most connection and writer threads at once (`MAX_THREADS`); 0 means as many as the system's
+    /// Most connection threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
     /// Whether the status page at `/` shows hub ids and link URLs (`STATUS_DETAIL`); without it the
@@ -407,7 +407,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "MAX_THREADS",
-        meaning: "most connection threads (two per peer, 64 kept for HTTP); `0`: as many as `vm.max_map_count` allows",
+        meaning: "most connection threads (one per peer, 64 kept for HTTP); `0`: as many as `vm.max_map_count` allows",
         show: |c| c.max_threads.to_string(),
         read: |c, v| {
             c.max_threads = number(v, 0, 10_000_000)? as usize;

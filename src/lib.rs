@@ -9,7 +9,7 @@
 //! ## How it is built
 //!
 //! Synchronous, a thread per connection, the file tree following a message's life: `accept/`
-//! (listener, request head, upgrade, HTTP endpoints), `peer/` (reader, writer, bounded queue, rate
+//! (listener, request head, upgrade, HTTP endpoints), `peer/` (reader, writer, flusher, bounded queue, rate
 //! limits), `registry/` (peers and networks behind one lock, the router, the hub relay), `protocol/`
 //! (the wire format, no I/O), `hub/` (links to other hubs), `platform/` (kernel and allocator
 //! workarounds). The diagram, and where each message, thread and bound lives, is

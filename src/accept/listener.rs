@@ -161,7 +161,7 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         // The handshake's stack frames are gone before a peer is served: this thread may live for
         // hours as the peer's reader, and every stack page it ever touched stays resident.
         if let Some(peer) = handle_connection(stream, ticket, &thread_state) {
-            // A peer is one of thousands: back to the default slice before its writer inherits it.
+            // A peer is one of thousands: back to the default slice, like every other peer's reader.
             crate::platform::time_slice::use_default_slice();
             peer::serve(peer, thread_state);
         }

@@ -17,10 +17,11 @@
 //! the peers that do not read are the ones cut off; a message that would take the total past its
 //! bound cuts off the peer it is for.
 //!
-//! **Writes wait for the registry's lock to be let go.** Messages queued under the registry's lock
-//! (discoveries, departures, relays) are written when the lock is released ([`DeferWrites`]), so
-//! the lock is never held across socket I/O, and messages queued for one peer meanwhile by other
-//! threads join the same write.
+//! **Writes wait until the message that caused them is handled.** A reader writes what handling a
+//! message queued once it is done with it, and messages queued under the registry's lock are
+//! written after the lock is let go ([`DeferWrites`]): the lock is never held across socket I/O, a
+//! reader's stack stays shallow where it writes, and messages queued for one peer meanwhile by
+//! other threads join the same write.
 
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpStream};

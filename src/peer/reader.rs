@@ -1,5 +1,5 @@
 //! A connection's reader: decodes frames, applies the connection's rate limits (`rate_limit`),
-//! answers pings and closes through the writer, and hands each message on. It never writes to its
+//! answers pings and closes through its queue (`outbox`), and hands each message on. It never writes to its
 //! own socket: tungstenite would answer pings and closes itself, so the reader's view of the socket
 //! swallows writes ([`ReadOnly`]). Used by peers and by the links this hub opens.
 
@@ -64,7 +64,7 @@ impl Write for ReadOnly<'_> {
 
 /// Reads frames until the connection ends, handing each message within the connection's rate
 /// limits (`rate_limit.rs`: a peer's, or a hub link's once it is one) to `on_message`, which may
-/// end the connection with `Break(reason)`. Answers pings and closes through the writer. Returns
+/// end the connection with `Break(reason)`. Answers pings and closes through the queue. Returns
 /// why the connection ended. Used for peers (server role) and for the links this hub opens to
 /// other hubs (client role).
 pub(crate) fn read_frames(

@@ -6,7 +6,7 @@
 //! comes sooner, so it is picked sooner, without getting a larger share of the CPU and without
 //! privileges. The acceptor, the HTTP desk and the starter ask for one, and the connection threads
 //! the starter starts inherit it; a connection that turns out to be a WebSocket peer goes back to
-//! the default before it starts its writer, so peers stay equals among themselves. Elsewhere the
+//! the default before it is served, so peers stay equals among themselves. Elsewhere the
 //! request is refused or absent and nothing changes. Measured with `bash bench/capacity.sh`
 //! (`/health` latency during the storm; docs/performance.md).
 
