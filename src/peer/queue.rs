@@ -69,11 +69,45 @@ impl Outbound {
     }
 }
 
+/// Queued items, in order. The first is held inline: most turns write one message, and a broadcast
+/// to a thousand peers would otherwise allocate a thousand queues at once (under the registry's
+/// lock, where they all wait for its release), leaving that much memory in holes afterwards.
+#[derive(Default)]
+pub struct Items {
+    first: Option<Outbound>,
+    rest: VecDeque<Outbound>,
+}
+
+impl Items {
+    /// Adds `item` at the end.
+    pub(crate) fn push_back(&mut self, item: Outbound) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    /// What they cost against the bound in all.
+    pub(crate) fn cost(&self) -> usize {
+        self.first.iter().chain(&self.rest).map(Outbound::cost).sum()
+    }
+
+    /// Takes them all, in order, leaving none.
+    pub(crate) fn take(&mut self) -> impl Iterator<Item = Outbound> + use<> {
+        self.first.take().into_iter().chain(std::mem::take(&mut self.rest))
+    }
+}
+
 /// A peer's queue and the state of its writer's turn, under one lock.
 #[derive(Default)]
 pub struct Queue {
     /// Items not yet formatted into frames.
-    pub(crate) items: VecDeque<Outbound>,
+    pub(crate) items: Items,
     /// Frames formatted by a turn that the socket did not take yet; they go before `items`.
     pub(crate) unsent: Vec<u8>,
     /// What the items in `unsent` cost against the bound.

@@ -20,9 +20,11 @@ use crate::peer::queue::{Outbound, PeerShared};
 use crate::peer::rate_limit::{Pace, RateLimiter, Verdict};
 use crate::protocol::{self, error_code};
 
-/// The reader's initial message buffer (tungstenite also keeps a 4 KiB read chunk). Most messages
-/// are under 2 KiB; bigger ones grow it as needed. Small, because every idle peer holds one.
-const READ_BUFFER: usize = 512;
+/// The reader's buffer, and the most it reads from the socket at a time. Every idle peer holds one,
+/// so it is small: an announce or an ICE candidate fits, and a bigger message grows the buffer as
+/// needed and is read in several calls (relay throughput with 2 KB offers was the same with 256,
+/// 512 and 2,048 bytes; docs/performance.md).
+const READ_BUFFER: usize = 256;
 /// After a close frame, how long to wait for the peer's own close before cutting the socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 

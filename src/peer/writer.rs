@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tungstenite::protocol::Role;
 
-use crate::peer::queue::{Outbound, PeerShared, Queue};
+use crate::peer::queue::{Items, Outbound, PeerShared, Queue};
 use crate::platform::socket_flags::write_without_waiting;
 
 /// How a turn ended.
@@ -50,11 +50,12 @@ pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
         buffer = std::mem::take(&mut queue.unsent);
         let mut cost = std::mem::take(&mut queue.unsent_cost);
         let mut closes = std::mem::take(&mut queue.unsent_closes);
-        let items = std::mem::take(&mut queue.items);
+        let wanted = queue.items.cost();
+        let items = queue.items.take();
         drop(queue);
         // Room for all the frames at once (an item's cost is at least its frame's size): a burst's
         // buffer is allocated once, not doubled its way up.
-        buffer.reserve(items.iter().map(Outbound::cost).sum());
+        buffer.reserve(wanted);
         let mut dropped = 0;
         for item in items {
             if closes {
@@ -105,7 +106,7 @@ pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
 fn give_up(peer: &PeerShared, queue: &mut Queue) -> Turn {
     let left = queue.queued;
     peer.written(queue, left);
-    queue.items = Default::default();
+    queue.items = Items::default();
     queue.unsent = Vec::new();
     queue.unsent_cost = 0;
     queue.writing = false;
