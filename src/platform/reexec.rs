@@ -1,7 +1,8 @@
 //! The binary's allocator settings that glibc reads only while loading the program: no per-thread
-//! cache of freed chunks (tcache) and a 4 MiB cache of ended threads' stacks. With two mostly idle
-//! threads per peer they are a third of a peer's memory (24 against 36 KiB at 10,000 peers,
-//! `bash bench/capacity.sh`; docs/performance.md), and there is no way to set them in-process:
+//! cache of freed chunks (tcache) and a 4 MiB cache of ended threads' stacks. With a mostly idle
+//! thread per peer they are a third of a peer's memory (11.3-11.5 against 17.8-17.9 KiB, 1,000
+//! peers in 10 networks, 0.5 s after discovery; docs/performance.md), and there is no way to set
+//! them in-process:
 //! glibc reads them from the `GLIBC_TUNABLES` environment variable at start, so the binary
 //! re-executes itself once with it set (same pid, same arguments). A `GLIBC_TUNABLES` that is
 //! already set, even to an empty string, is left alone: that is how an operator keeps glibc's
