@@ -70,8 +70,8 @@ impl Outbound {
 }
 
 /// Queued items, in order. The first is held inline: most turns write one message, and a broadcast
-/// to a thousand peers would otherwise allocate a thousand queues at once (under the registry's
-/// lock, where they all wait for its release), leaving that much memory in holes afterwards.
+/// to a thousand idle peers would otherwise allocate a thousand queues at once (under the
+/// registry's lock, where they all wait for its release) only to free them a moment later.
 #[derive(Default)]
 pub struct Items {
     first: Option<Outbound>,
