@@ -728,6 +728,43 @@ mod tests {
         assert_eq!(registry.counts(), Counts { connections: 3, peers: 3, hubs: 0, networks: 2 });
     }
 
+    /// A newcomer hears of every member (one block, written as separate messages), each member hears
+    /// of the newcomer addressed to itself (one message built for all), and a departure right after
+    /// reaches the newcomer after the member it concerns.
+    #[test]
+    fn a_newcomer_hears_every_member_before_any_later_departure() {
+        let registry = Registry::new(10, None);
+        let peers: Vec<TestPeer> = (1..=5).map(|n| peer(n, u64::from(n))).collect();
+        for p in &peers {
+            registry.register(p.handle.clone()).unwrap();
+        }
+        for p in &peers[..4] {
+            announce(&registry, p, "n");
+        }
+        for p in &peers[..4] {
+            texts(&p.rx);
+        }
+        let newcomer = &peers[4];
+        announce(&registry, newcomer, "n");
+        registry.leave(peers[1].handle.peer_id, "goodbye");
+        let heard = texts(&newcomer.rx);
+        let kinds: Vec<(&str, &str)> =
+            heard.iter().map(|m| (m["type"].as_str().unwrap(), m["data"]["peerId"].as_str().unwrap())).collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        let discovered: std::collections::HashSet<&str> =
+            kinds[..4].iter().map(|(kind, id)| if *kind == "peer-discovered" { *id } else { "" }).collect();
+        let members: std::collections::HashSet<&str> = peers[..4].iter().map(|p| p.handle.peer_id.as_str()).collect();
+        assert_eq!(discovered, members);
+        assert_eq!(kinds[4], ("peer-disconnected", peers[1].handle.peer_id.as_str()));
+        for member in &peers[..4] {
+            let to_member = texts(&member.rx);
+            let first = &to_member[0];
+            assert_eq!(first["type"], "peer-discovered");
+            assert_eq!(first["data"]["peerId"], newcomer.handle.peer_id.as_str());
+            assert_eq!(first["targetPeerId"], member.handle.peer_id.as_str());
+        }
+    }
+
     #[test]
     fn leaving_tells_the_network_once() {
         let registry = Registry::new(10, None);
