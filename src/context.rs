@@ -1,7 +1,7 @@
 //! What every server thread shares: the configuration, the registry, the bounds that span all
 //! connections, and the server's own counters. Built once by `server.rs`; starts nothing itself.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -10,8 +10,11 @@ use crate::accept::handshakes::PendingHandshakes;
 use crate::config::Config;
 use crate::hub::status::BootstrapLinks;
 use crate::metrics::Metrics;
+use tungstenite::protocol::Role;
+
 use crate::peer::flusher::Flusher;
-use crate::peer::queue::QueueBudget;
+use crate::peer::outbox::{self, PeerHandle};
+use crate::peer::queue::{PeerShared, QueueBudget};
 use crate::platform::thread_budget::ThreadBudget;
 use crate::protocol::peer_id::PeerId;
 use crate::registry::Registry;
@@ -64,6 +67,18 @@ impl ServerState {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The handle and shared state of a new connection on `socket`, under this server's bounds,
+    /// counters and flusher (`role`: `Server` for peers, `Client` for links this hub opens).
+    pub(crate) fn new_peer(
+        &self,
+        peer_id: PeerId,
+        socket: TcpStream,
+        role: Role,
+    ) -> (Arc<PeerHandle>, Arc<PeerShared>) {
+        let (budget, metrics, flusher) = (self.queue_budget.clone(), self.metrics.clone(), self.flusher.clone());
+        outbox::new_peer(peer_id, self.next_serial(), socket, role, budget, metrics, flusher)
     }
 }
 

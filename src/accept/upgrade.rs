@@ -19,7 +19,7 @@ use crate::accept::http;
 use crate::accept::request_head::RequestHead;
 use crate::context::ServerState;
 use crate::metrics::Refusal;
-use crate::peer::outbox::{PeerHandle, new_peer};
+use crate::peer::outbox::PeerHandle;
 use crate::peer::queue::PeerShared;
 use crate::protocol;
 use crate::protocol::peer_id::PeerId;
@@ -84,7 +84,6 @@ pub(crate) fn accept(
         refuse(stream, "Server cannot accept more connections");
         return None;
     }
-    let serial = state.next_serial();
     let socket = match stream.try_clone() {
         Ok(socket) => socket,
         Err(_) => {
@@ -93,15 +92,7 @@ pub(crate) fn accept(
             return None;
         }
     };
-    let (handle, shared) = new_peer(
-        peer_id,
-        serial,
-        socket,
-        Role::Server,
-        state.queue_budget.clone(),
-        state.metrics.clone(),
-        state.flusher.clone(),
-    );
+    let (handle, shared) = state.new_peer(peer_id, socket, Role::Server);
     if hub_credential {
         handle.grant_hub_credential();
     }

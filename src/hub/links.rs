@@ -18,7 +18,6 @@ use tungstenite::protocol::Role;
 
 use crate::accept::request_head::read_head;
 use crate::context::ServerState;
-use crate::peer::outbox::new_peer;
 use crate::peer::reader::{self, Incoming};
 use crate::registry::mesh::LinkEvent;
 use crate::util::clock::unix_millis;
@@ -121,19 +120,11 @@ struct LinkOutcome {
 
 /// Runs an open link: its registration, and reading until it drops.
 fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, state: &Arc<ServerState>) -> LinkOutcome {
-    let serial = state.next_serial();
     let Some(hub_id) = state.hub_peer_id else {
         return LinkOutcome { reason: "not a hub", is_self: false };
     };
-    let (handle, shared) = new_peer(
-        hub_id,
-        serial,
-        stream,
-        Role::Client,
-        state.queue_budget.clone(),
-        state.metrics.clone(),
-        state.flusher.clone(),
-    );
+    let (handle, shared) = state.new_peer(hub_id, stream, Role::Client);
+    let serial = handle.serial;
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
     let reason = reader::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {
