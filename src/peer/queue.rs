@@ -92,11 +92,6 @@ impl Items {
         self.first.is_none() && self.rest.is_empty()
     }
 
-    /// What they cost against the bound in all.
-    pub(crate) fn cost(&self) -> usize {
-        self.first.iter().chain(&self.rest).map(Outbound::cost).sum()
-    }
-
     /// Takes them all, in order, leaving none.
     pub(crate) fn take(&mut self) -> impl Iterator<Item = Outbound> + use<> {
         self.first.take().into_iter().chain(std::mem::take(&mut self.rest))

@@ -48,9 +48,10 @@ pub(crate) fn write_turn(peer: &Arc<PeerShared>) -> Turn {
         // Unsent bytes first, then the frames of the items queued behind them.
         // The unsent bytes' own buffer becomes this round's (the queue keeps no room it does not use).
         buffer = std::mem::take(&mut queue.unsent);
+        // What the queued items cost is what the queue holds beyond its unsent bytes.
+        let wanted = queue.queued - queue.unsent_cost;
         let mut cost = std::mem::take(&mut queue.unsent_cost);
         let mut closes = std::mem::take(&mut queue.unsent_closes);
-        let wanted = queue.items.cost();
         let items = queue.items.take();
         drop(queue);
         // Room for all the frames at once (an item's cost is at least its frame's size): a burst's

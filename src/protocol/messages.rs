@@ -110,13 +110,15 @@ pub struct ToEach {
 impl ToEach {
     /// Stands in for the recipient's id until it is written.
     const STAND_IN: &'static str = "0000000000000000000000000000000000000000";
+    /// The member that holds it, as the JSON encoder writes it.
+    const MEMBER: &'static str = r#""targetPeerId":"0000000000000000000000000000000000000000""#;
 
     fn new(message: ServerMessage<'_>) -> ToEach {
         let text = encode(ServerMessage { target_peer_id: Some(ToEach::STAND_IN), ..message });
         // `targetPeerId` is the last string member (only the timestamp follows), so the last
         // occurrence is it, whatever the data holds.
-        const KEY: &str = r#""targetPeerId":""#;
-        let at = text.rfind(&format!("{KEY}{}\"", ToEach::STAND_IN)).map_or(0, |at| at + KEY.len());
+        let key_len = ToEach::MEMBER.len() - ToEach::STAND_IN.len() - 1;
+        let at = text.rfind(ToEach::MEMBER).map_or(0, |at| at + key_len);
         ToEach { text, at }
     }
 

@@ -224,10 +224,11 @@ impl Registry {
             };
             // The members' news is one message built once; the newcomer's list is one block.
             let arrived = Arc::new(protocol::peer_discovered_to_each(&ours.discovery, &network));
-            let others = state.networks.get(&network).map_or(0, |members| members.len().saturating_sub(1));
+            let members_here = state.networks.get(&network);
+            let others = members_here.map_or(0, |members| members.len().saturating_sub(1));
             // Each member's message is about as long as the newcomer's own news.
             let mut members = protocol::Batch::with_capacity(others, others * (arrived.len() + 16));
-            for &other in state.networks.get(&network).into_iter().flatten() {
+            for &other in members_here.into_iter().flatten() {
                 let Some(entry) = state.peers.get(&other).filter(|_| other != peer) else {
                     continue;
                 };
