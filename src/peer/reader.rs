@@ -22,8 +22,7 @@ use crate::protocol::{self, error_code};
 
 /// The reader's buffer, and the most it reads from the socket at a time. Every idle peer holds one,
 /// so it is small: an announce or an ICE candidate fits, and a bigger message grows the buffer as
-/// needed and is read in several calls (relay throughput with 2 KB offers was the same with 256,
-/// 512 and 2,048 bytes; docs/performance.md).
+/// needed and is read in several calls (which costs no throughput measurably: docs/performance.md).
 const READ_BUFFER: usize = 256;
 /// After a close frame, how long to wait for the peer's own close before cutting the socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);

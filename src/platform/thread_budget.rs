@@ -6,8 +6,8 @@
 //! overflows. Linux caps a process at `vm.max_map_count` mappings (65,530 by default). Past the cap
 //! the kernel does not fail gracefully for us: when a new thread cannot map its signal stack, its
 //! start-up panics outside any code that could catch it and **the whole process aborts** (seen at
-//! about 8,200 peers on a default system, when each peer had two threads). So each connection
-//! thread takes a [`ThreadSlot`] first; with none left, the connection is refused and everyone else is served.
+//! about 8,200 threads on a default system). So each connection thread takes a [`ThreadSlot`]
+//! first; with none left, the connection is refused and everyone else is served.
 //!
 //! The budget is `(max_map_count - mappings at start - headroom) / MAPS_PER_THREAD`, with a
 //! mapping of slack per thread for buffers big enough to be mapped on their own.
