@@ -81,7 +81,7 @@ pub struct Items {
 impl Items {
     /// Adds `item` at the end.
     pub(crate) fn push_back(&mut self, item: Outbound) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.is_empty() {
             self.first = Some(item);
         } else {
             self.rest.push_back(item);
