@@ -79,6 +79,18 @@ pub struct Config {
     /// Most connection threads at once (`MAX_THREADS`); 0 means as many as the system's
     /// `vm.max_map_count` allows (see `thread_budget.rs`), and a larger value is lowered to that.
     pub max_threads: usize,
+    /// Cluster mode: the Redis (or Valkey) the instances share (`CLUSTER_REDIS_URL`, `redis://` or
+    /// `rediss://` for TLS, a password in the URL). Unset, the server runs alone. Never logged whole.
+    pub cluster_redis_url: Option<String>,
+    /// Prefix of the cluster's keys and channels (`CLUSTER_NAMESPACE`), so that clusters can share
+    /// one Redis.
+    pub cluster_namespace: String,
+    /// How long an instance not heard from counts as alive (`CLUSTER_INSTANCE_TTL_SECS`); it sends a
+    /// heartbeat each third of it, and its peers are announced gone to the others when it is over.
+    pub cluster_instance_ttl: Duration,
+    /// Most messages waiting to go to Redis (`CLUSTER_QUEUE`); past it they are dropped and counted,
+    /// and the instance publishes its peers again once the queue has room.
+    pub cluster_queue: usize,
     /// Whether the status page at `/` shows hub ids and link URLs (`STATUS_DETAIL`); without it the
     /// page shows only counts.
     pub status_detail: bool,
@@ -124,6 +136,10 @@ impl Default for Config {
             hub_heartbeat: Duration::from_secs(10),
             hub_max_hops: 16,
             hub_max_remote_peers: 100_000,
+            cluster_redis_url: None,
+            cluster_namespace: "peerpigeon".to_string(),
+            cluster_instance_ttl: Duration::from_secs(6),
+            cluster_queue: 65_536,
             status_detail: false,
             metrics: true,
             metrics_token: None,
@@ -434,10 +450,50 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "HUB_MAX_REMOTE_PEERS",
-        meaning: "hub mode: most peers of other hubs known at once; one link may introduce half of them, more are ignored",
+        meaning: "most peers of other hubs (or cluster instances) known at once; one hub link may introduce half of them, more are ignored",
         show: |c| c.hub_max_remote_peers.to_string(),
         read: |c, v| {
             c.hub_max_remote_peers = number(v, 2, 100_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLUSTER_REDIS_URL",
+        meaning: "cluster mode: `redis://[:password@]host:port[/db]` (or `rediss://` for TLS) of the Redis the instances share (see Running a cluster)",
+        show: |c| c.cluster_redis_url.as_deref().map_or_else(|| "(none: runs alone)".into(), redis_url_for_display),
+        read: |c, v| {
+            let url = single_token(v)?;
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return Err(format!("expected a redis:// or rediss:// URL, got {:?}", redis_url_for_display(&url)));
+            }
+            c.cluster_redis_url = Some(url);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLUSTER_NAMESPACE",
+        meaning: "cluster mode: prefix of the cluster's Redis keys and channels (clusters sharing a Redis need different ones)",
+        show: |c| c.cluster_namespace.clone(),
+        read: |c, v| {
+            c.cluster_namespace = single_token(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLUSTER_INSTANCE_TTL_SECS",
+        meaning: "cluster mode: an instance not heard from for this long is taken for dead and its peers for gone",
+        show: |c| c.cluster_instance_ttl.as_secs().to_string(),
+        read: |c, v| {
+            c.cluster_instance_ttl = seconds(v, 2, 300)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLUSTER_QUEUE",
+        meaning: "cluster mode: most messages waiting to go to Redis; more are dropped (and the peers published again later)",
+        show: |c| c.cluster_queue.to_string(),
+        read: |c, v| {
+            c.cluster_queue = number(v, 64, 10_000_000)? as usize;
             Ok(())
         },
     },
@@ -544,7 +600,19 @@ impl Config {
                     .map_err(|problem| ConfigError { variable: setting.name, problem })?;
             }
         }
+        config.check_modes().map_err(|problem| ConfigError { variable: "CLUSTER_REDIS_URL", problem })?;
         Ok(config)
+    }
+
+    /// Hub mode and cluster mode are not combined (yet): a server is either a hub of a mesh or an
+    /// instance of a cluster.
+    pub fn check_modes(&self) -> Result<(), String> {
+        if self.is_hub && self.cluster_redis_url.is_some() {
+            return Err("cluster mode cannot be combined with IS_HUB=true: run either a mesh of hubs or a \
+                        cluster of instances sharing a Redis (several instances behind one address)"
+                .to_string());
+        }
+        Ok(())
     }
 }
 
@@ -577,6 +645,15 @@ pub fn url_for_display(url: &str) -> String {
         Some(at) => url[..after_scheme + at].to_string(),
         None => url.to_string(),
     }
+}
+
+/// A Redis URL as logs may show it: scheme, host and port, without the password.
+pub fn redis_url_for_display(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let rest = &url[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
+    format!("{}{host}", &url[..after_scheme])
 }
 
 /// The settings with the values of `config`, as one line for the start-up log (secrets redacted).

@@ -18,6 +18,7 @@ use crate::peer::queue::{PeerShared, QueueBudget};
 use crate::platform::thread_budget::ThreadBudget;
 use crate::protocol::peer_id::PeerId;
 use crate::registry::Registry;
+use crate::registry::cluster::{ClusterConfig, ClusterShared};
 use crate::registry::mesh::MeshConfig;
 
 /// What every server thread shares: the configuration, the registry and the server's own facts.
@@ -47,6 +48,10 @@ pub(crate) struct ServerState {
     pub flusher: Arc<Flusher>,
     /// Connection threads may only start with a slot from here (`thread_budget.rs`).
     pub thread_budget: Arc<ThreadBudget>,
+    /// Cluster mode: the queue towards Redis and its counters (`registry::cluster`), and the
+    /// cluster's settings with this instance's id.
+    pub cluster: Option<Arc<ClusterShared>>,
+    pub cluster_config: Option<ClusterConfig>,
 }
 
 impl ServerState {
@@ -98,8 +103,19 @@ impl ServerState {
             max_peer_data_bytes: config.max_peer_data_bytes,
         });
         let bootstrap: &[String] = if config.is_hub { &config.bootstrap_hubs } else { &[] };
+        let cluster_config = config.cluster_redis_url.as_ref().map(|_| ClusterConfig {
+            instance: format!("{:016x}", fastrand::u64(..)),
+            namespace: config.cluster_namespace.clone(),
+            liveness: config.cluster_instance_ttl,
+            max_remote_peers: config.hub_max_remote_peers,
+            max_peer_data_bytes: config.max_peer_data_bytes,
+        });
+        let cluster = cluster_config.as_ref().map(|_| ClusterShared::new(config.cluster_queue));
+        let registry_cluster = cluster_config.clone().zip(cluster.clone());
         ServerState {
-            registry: Registry::new(config.max_connections, mesh),
+            registry: Registry::new(config.max_connections, mesh, registry_cluster),
+            cluster,
+            cluster_config,
             local_addr,
             started: Instant::now(),
             hub_peer_id,

@@ -32,6 +32,8 @@ pub enum Error {
     },
     /// A server thread could not be started (the process is out of threads or memory).
     Spawn(io::Error),
+    /// The configuration asks for something that cannot be done (hub mode and cluster mode together).
+    Config(String),
 }
 
 impl fmt::Display for Error {
@@ -47,6 +49,7 @@ impl fmt::Display for Error {
             ),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Spawn(source) => write!(f, "cannot start a server thread: {source}"),
+            Error::Config(problem) => write!(f, "{problem}"),
         }
     }
 }
@@ -55,7 +58,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Resolve { source, .. } | Error::Bind { source, .. } | Error::Spawn(source) => Some(source),
-            Error::PortsBusy { .. } => None,
+            Error::PortsBusy { .. } | Error::Config(_) => None,
         }
     }
 }

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod accept;
+mod cluster;
 mod config;
 mod context;
 mod error;

@@ -126,11 +126,20 @@ pub enum Dropped {
     QueueFull,
     /// Larger than `MAX_MESSAGE_SIZE` (the sender was cut off).
     TooBig,
+    /// Cluster mode: a signal for a peer not here while Redis was out of reach, or the queue
+    /// towards it full.
+    ClusterUnavailable,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 5] =
-        [Dropped::UnknownTarget, Dropped::NotInNetwork, Dropped::RateLimited, Dropped::QueueFull, Dropped::TooBig];
+    const ALL: [Dropped; 6] = [
+        Dropped::UnknownTarget,
+        Dropped::NotInNetwork,
+        Dropped::RateLimited,
+        Dropped::QueueFull,
+        Dropped::TooBig,
+        Dropped::ClusterUnavailable,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -139,6 +148,7 @@ impl Dropped {
             Dropped::RateLimited => "rate_limited",
             Dropped::QueueFull => "queue_full",
             Dropped::TooBig => "too_big",
+            Dropped::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -304,6 +314,57 @@ pub struct Gauges {
     pub threads: u64,
     pub open_fds: u64,
     pub uptime_seconds: f64,
+    /// Cluster mode only.
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// Cluster mode's figures, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    /// Both Redis connections (publisher and subscriber) are up.
+    pub redis_up: bool,
+    pub other_instances: usize,
+    pub remote_peers: usize,
+    /// Messages waiting to go to Redis.
+    pub queued: usize,
+    pub published: u64,
+    pub received: u64,
+    pub dropped_queue_full: u64,
+}
+
+impl ClusterGauges {
+    fn render(&self, out: &mut String) {
+        let gauge = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
+            family(out, name, kind, help);
+            sample(out, name, &[], value);
+        };
+        gauge(
+            out,
+            "peerpigeon_cluster_redis_up",
+            "gauge",
+            "1 while both Redis connections are up.",
+            self.redis_up.into(),
+        );
+        gauge(
+            out,
+            "peerpigeon_cluster_instances",
+            "gauge",
+            "Other cluster instances alive.",
+            self.other_instances as u64,
+        );
+        gauge(
+            out,
+            "peerpigeon_cluster_remote_peers",
+            "gauge",
+            "Peers of other instances known.",
+            self.remote_peers as u64,
+        );
+        gauge(out, "peerpigeon_cluster_queued", "gauge", "Messages waiting to go to Redis.", self.queued as u64);
+        gauge(out, "peerpigeon_cluster_published_total", "counter", "Commands sent to Redis.", self.published);
+        gauge(out, "peerpigeon_cluster_received_total", "counter", "Messages received from Redis.", self.received);
+        let help = "Messages for Redis dropped because the queue towards it was full (CLUSTER_QUEUE).";
+        gauge(out, "peerpigeon_cluster_dropped_total", "counter", help, self.dropped_queue_full);
+    }
 }
 
 /// The `BOOTSTRAP_HUBS` link states, in [`Gauges::bootstrap_states`] order.
@@ -337,6 +398,9 @@ impl Gauges {
         gauge(out, "process_open_fds", "Open file descriptors, sampled once a second.", self.open_fds);
         family(out, "process_uptime_seconds", "gauge", "Seconds since the server started.");
         let _ = writeln!(out, "process_uptime_seconds {:.3}", self.uptime_seconds);
+        if let Some(cluster) = &self.cluster {
+            cluster.render(out);
+        }
     }
 }
 

@@ -41,6 +41,7 @@ impl Server {
     /// # Ok::<(), peerpigeon::Error>(())
     /// ```
     pub fn start(config: Config) -> Result<ServerHandle, Error> {
+        config.check_modes().map_err(Error::Config)?;
         crate::platform::malloc::tune_for_many_threads();
         // One descriptor per peer, plus a few for the listener and HTTP requests.
         if let Some(limit) = crate::platform::fd_limit::raise_open_file_limit()
@@ -102,8 +103,25 @@ impl Server {
                 );
             }
         }
+        // Cluster mode: the publisher first (it is waited on at shutdown, for the farewell), then
+        // the subscriber, which ends by itself.
+        let mut cluster_threads = if state.cluster.is_some() {
+            crate::cluster::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
+        } else {
+            Vec::new()
+        };
+        let cluster_publisher = (!cluster_threads.is_empty()).then(|| cluster_threads.remove(0));
+        if let Some(cluster) = &state.cluster_config {
+            log::info!("cluster instance {} (namespace {:?})", cluster.instance, cluster.namespace);
+        }
         drop(hub_threads); // they end by themselves once told to stop; nothing waits for them
-        Ok(ServerHandle { state, acceptor: Some(acceptor), sweeper: Some(sweeper), stop_threads: Some(stop_threads) })
+        Ok(ServerHandle {
+            state,
+            acceptor: Some(acceptor),
+            sweeper: Some(sweeper),
+            cluster_publisher,
+            stop_threads: Some(stop_threads),
+        })
     }
 }
 
@@ -112,6 +130,7 @@ pub struct ServerHandle {
     state: Arc<ServerState>,
     acceptor: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
+    cluster_publisher: Option<JoinHandle<()>>,
     stop_threads: Option<Sender<()>>,
 }
 
@@ -142,9 +161,16 @@ impl ServerHandle {
         if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
             let _ = acceptor.join();
         }
+        // Cluster mode: the others hear that this instance's peers are all leaving, before the
+        // publisher stops (it sends what is queued first).
+        self.state.registry.cluster_farewell();
         drop(self.stop_threads.take());
         if let Some(sweeper) = self.sweeper.take() {
             let _ = sweeper.join();
+        }
+        if let Some(publisher) = self.cluster_publisher.take() {
+            // Bounded: the publisher's Redis commands time out, and its waits end when told to stop.
+            let _ = publisher.join();
         }
 
         let peers = self.state.registry.begin_shutdown();

@@ -157,6 +157,29 @@ fn stats(state: &ServerState) -> serde_json::Value {
         "queuedBytes": state.queue_budget.total(),
         "host": state.config.host,
         "port": state.local_addr.port(),
+        "cluster": cluster_stats(state),
+    })
+}
+
+/// Cluster mode's part of `/stats` (`null` when the server runs alone).
+fn cluster_stats(state: &ServerState) -> serde_json::Value {
+    let (Some(shared), Some(config)) = (&state.cluster, &state.cluster_config) else {
+        return serde_json::Value::Null;
+    };
+    let (instances, remote_peers) = state.registry.cluster_counts().unwrap_or_default();
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "instance": config.instance,
+        "namespace": config.namespace,
+        "redis": crate::config::redis_url_for_display(state.config.cluster_redis_url.as_deref().unwrap_or_default()),
+        "subscriberConnected": shared.subscriber_up.load(relaxed),
+        "publisherConnected": shared.publisher_up.load(relaxed),
+        "otherInstances": instances,
+        "remotePeers": remote_peers,
+        "queued": shared.queue_len(),
+        "published": shared.published.load(relaxed),
+        "received": shared.received.load(relaxed),
+        "droppedQueueFull": shared.dropped_queue_full.load(relaxed),
     })
 }
 
@@ -200,6 +223,19 @@ fn metrics(state: &ServerState) -> String {
         threads: process.threads,
         open_fds: process.open_fds,
         uptime_seconds: state.started.elapsed().as_secs_f64(),
+        cluster: state.cluster.as_ref().map(|shared| {
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            let (instances, remote_peers) = state.registry.cluster_counts().unwrap_or_default();
+            metrics::ClusterGauges {
+                redis_up: shared.subscriber_up.load(relaxed) && shared.publisher_up.load(relaxed),
+                other_instances: instances,
+                remote_peers,
+                queued: shared.queue_len(),
+                published: shared.published.load(relaxed),
+                received: shared.received.load(relaxed),
+                dropped_queue_full: shared.dropped_queue_full.load(relaxed),
+            }
+        }),
     };
     state.metrics.render(&gauges)
 }

@@ -24,6 +24,7 @@ use crate::peer::queue::PeerShared;
 use crate::protocol;
 use crate::protocol::peer_id::PeerId;
 use crate::registry::RegisterError;
+use crate::registry::cluster::Claim;
 
 /// How long a refused peer gets to read its 1008 close before the socket is closed.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
@@ -104,6 +105,16 @@ pub(crate) fn accept(
             RegisterError::ShuttingDown => Refusal::ShuttingDown,
         });
         refuse(stream, refusal.close_reason());
+        return None;
+    }
+    // Cluster mode: the id must be free on every instance, not only here (one atomic claim in Redis).
+    if let Some(cluster) = &state.cluster
+        && crate::cluster::claim(cluster, peer_id) == Claim::Taken
+    {
+        log::debug!("refused peer {}: connected to another instance", peer_id.short());
+        state.registry.unregister(peer_id, handle.serial, "duplicate");
+        state.metrics.refused(Refusal::Duplicate);
+        refuse(stream, RegisterError::Duplicate.close_reason());
         return None;
     }
     drop(stream);

@@ -236,6 +236,8 @@ pub mod error_code {
     pub const RATE_LIMITED: &str = "rate-limited";
     /// An announce as a hub from a connection without the hub credential: it stays an ordinary peer.
     pub const NOT_A_HUB_LINK: &str = "not-a-hub-link";
+    /// Cluster mode: a signal for a peer not on this instance while Redis cannot be reached.
+    pub const CLUSTER_UNAVAILABLE: &str = "cluster-unavailable";
 }
 
 /// `error`: `{"type":"error","error":<text>,"code":<code>,"timestamp":<ms>}`.

@@ -10,8 +10,10 @@
 //! The counts `/health` and `/stats` report are published to atomics whenever the lock is let go
 //! ([`Locked`]), so monitoring never waits for the lock, for which a thousand readers may queue in
 //! an announce storm. In hub mode the lock also guards the relay state (`mesh`), which answers
-//! with the messages to send to links and local peers.
+//! with the messages to send to links and local peers; in cluster mode, the state shared with the
+//! other instances (`cluster`), which answers with messages to publish and notices for local peers.
 
+pub(crate) mod cluster;
 pub(crate) mod mesh;
 pub(crate) mod router;
 
@@ -28,6 +30,7 @@ use serde_json::value::RawValue;
 use crate::peer::outbox::{DeferWrites, PeerHandle};
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
+use crate::registry::cluster::{Cluster, ClusterConfig, ClusterShared, Effect, SignalRefusal, ToRedis};
 use crate::registry::mesh::{
     AnnouncedPeer, Direction, LinkEvent, LinkId, LinkInfo, LocalPeers, Mesh, MeshConfig, Outgoing,
 };
@@ -60,7 +63,8 @@ impl RegisterError {
 pub enum Route {
     /// To its target, a peer of this server.
     Local,
-    /// To the hub links, the target not being here.
+    /// To another server, the target not being here: over the hub links, or through Redis to the
+    /// cluster instance that holds it.
     Relayed,
 }
 
@@ -71,6 +75,8 @@ pub enum RouteError {
     NotInNetwork,
     /// No peer with that id is announced in the sender's network (here).
     UnknownTarget,
+    /// Cluster mode: the target is not here, and Redis is out of reach or the queue towards it full.
+    ClusterUnavailable,
 }
 
 /// Counts reported by `/health` and `/stats`.
@@ -108,6 +114,9 @@ pub(crate) struct State {
     /// Hub mode: the relay state (`mesh`), and the connections of the links it sends over.
     mesh: Option<Mesh>,
     links: HashMap<LinkId, Arc<PeerHandle>>,
+    /// Cluster mode: the state shared with the other instances, and the queue towards Redis.
+    cluster: Option<Cluster>,
+    cluster_shared: Option<Arc<ClusterShared>>,
     shutting_down: bool,
 }
 
@@ -122,13 +131,24 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode.
-    pub fn new(max_connections: usize, mesh: Option<MeshConfig>) -> Registry {
+    /// An empty registry that admits at most `max_connections` peers; `mesh` is set in hub mode,
+    /// `cluster` in cluster mode.
+    pub fn new(
+        max_connections: usize,
+        mesh: Option<MeshConfig>,
+        cluster: Option<(ClusterConfig, Arc<ClusterShared>)>,
+    ) -> Registry {
+        let (cluster, cluster_shared) = match cluster {
+            Some((config, shared)) => (Some(Cluster::new(config, Instant::now())), Some(shared)),
+            None => (None, None),
+        };
         let state = State {
             peers: HashMap::new(),
             networks: HashMap::new(),
             mesh: mesh.map(|config| Mesh::new(config, Instant::now())),
             links: HashMap::new(),
+            cluster,
+            cluster_shared,
             shutting_down: false,
         };
         Registry {
@@ -209,7 +229,11 @@ impl Registry {
             state.leave_network(peer, "network-change");
         }
         let network = state.join_network(peer, network);
-        let seq = state.mesh.as_mut().map_or(0, Mesh::next_stamp);
+        let seq = match (&mut state.mesh, &mut state.cluster) {
+            (Some(mesh), _) => mesh.next_stamp(),
+            (None, Some(cluster)) => cluster.next_stamp(),
+            (None, None) => 0,
+        };
         if let Some(entry) = state.peers.get_mut(&peer) {
             entry.announced = Some(Announcement { network: network.clone(), is_hub, discovery, seq });
         }
@@ -225,7 +249,8 @@ impl Registry {
             // The members' news is one message built once; the newcomer's list is one block.
             let arrived = Arc::new(protocol::peer_discovered_to_each(&ours.discovery, &network));
             let members_here = state.networks.get(&network);
-            let others = members_here.map_or(0, |members| members.len().saturating_sub(1));
+            let remote = state.cluster.as_ref().map_or(0, |cluster| cluster.remote_member_count(&network));
+            let others = members_here.map_or(0, |members| members.len().saturating_sub(1)) + remote;
             // Each member's message is about as long as the newcomer's own news.
             let mut members = protocol::Batch::with_capacity(others, others * (arrived.len() + 16));
             for &other in members_here.into_iter().flatten() {
@@ -237,11 +262,20 @@ impl Registry {
                     members.push_peer_discovered(&theirs.discovery, &network, newcomer.handle.peer_id);
                 }
             }
+            // Cluster mode: the members on the other instances too.
+            for theirs in state.cluster.iter().flat_map(|cluster| cluster.remote_members(&network)) {
+                members.push_peer_discovered(&theirs.discovery, &network, newcomer.handle.peer_id);
+            }
             newcomer.handle.send_batch(members);
         }
         state.with_mesh(|mesh, local| {
             if let Some(a) = local.peers.get(&peer).and_then(|e| e.announced.as_ref()) {
                 mesh.local_announced(peer, &network, a.is_hub, a.seq, &a.discovery);
+            }
+        });
+        state.with_cluster(|cluster, local| {
+            if let Some(a) = local.peers.get(&peer).and_then(|e| e.announced.as_ref()) {
+                cluster.local_announced(peer, &network, a.is_hub, a.seq, &a.discovery);
             }
         });
         // In hub mode, a hub announcing to us becomes a link if it holds the hub credential
@@ -296,6 +330,16 @@ impl Registry {
             drop(state);
             handle.send_text(protocol::signal(kind, data, sender, target, network));
             return Ok(Route::Local);
+        }
+        if let Some(cluster) = &mut state.cluster {
+            let (channel, text) =
+                cluster.signal(kind, sender, target, network, data).map_err(|refusal| match refusal {
+                    SignalRefusal::UnknownTarget => RouteError::UnknownTarget,
+                    SignalRefusal::Unavailable => RouteError::ClusterUnavailable,
+                })?;
+            let sent =
+                state.cluster_shared.as_ref().is_some_and(|shared| shared.send(ToRedis::Publish { channel, text }));
+            return if sent { Ok(Route::Relayed) } else { Err(RouteError::ClusterUnavailable) };
         }
         let now = Instant::now();
         let relayed = state.with_mesh(|mesh, _| mesh.local_signal(kind, sender, target, network, data, now));
@@ -383,9 +427,10 @@ impl Registry {
         self.lock().mesh.as_ref().map_or((0, 0), Mesh::reach_checks)
     }
 
-    /// How many peers of other hubs this hub knows.
+    /// How many peers of other hubs (or cluster instances) this server knows.
     pub fn remote_peer_count(&self) -> usize {
-        self.lock().mesh.as_ref().map_or(0, Mesh::remote_count)
+        let state = self.lock();
+        state.mesh.as_ref().map_or(0, Mesh::remote_count) + state.cluster.as_ref().map_or(0, Cluster::remote_count)
     }
 
     /// The open hub links, for shutdown to close.
@@ -465,7 +510,11 @@ impl State {
     fn join_network(&mut self, peer: PeerId, network: &str) -> Arc<str> {
         let name: Arc<str> = match self.networks.get_key_value(network) {
             Some((name, _)) => name.clone(),
-            None => Arc::from(network),
+            None => {
+                let name = Arc::from(network);
+                self.with_cluster(|cluster, _| cluster.network_opened(&name));
+                name
+            }
         };
         self.networks.entry(name.clone()).or_default().insert(peer);
         name
@@ -482,11 +531,13 @@ impl State {
             members.remove(&peer);
             if members.is_empty() {
                 self.networks.remove(&network);
+                self.with_cluster(|cluster, _| cluster.network_closed(&network));
             }
         }
         if self.shutting_down {
             return;
         }
+        self.with_cluster(|cluster, _| cluster.local_left(peer, &network, announced.is_hub, announced.seq, reason));
         let left = Arc::new(protocol::peer_disconnected_to_each(peer, announced.is_hub, reason, &network));
         for other in self.networks.get(&network).into_iter().flatten() {
             if let Some(entry) = self.peers.get(other) {
@@ -503,6 +554,11 @@ impl State {
             && entry.handle.is_link()
         {
             self.remove_link(entry.handle.serial);
+        }
+        // Cluster mode: the id is free for any instance again. If the queue is full, the claim
+        // lapses by itself (`cluster/publisher.rs`, CLAIM_TTL).
+        if let Some(shared) = &self.cluster_shared {
+            shared.send(ToRedis::Release { peer });
         }
     }
 
@@ -552,6 +608,139 @@ impl State {
     }
 }
 
+impl State {
+    /// Cluster mode: runs `work` on the cluster state, with a view of this instance's own peers,
+    /// then does what it asked (queueing, as everything under the lock). `None` when not in a cluster.
+    fn with_cluster<R>(&mut self, work: impl FnOnce(&mut Cluster, &LocalView<'_>) -> R) -> Option<R> {
+        let State { peers, networks, cluster, cluster_shared, .. } = self;
+        let (cluster, shared) = (cluster.as_mut()?, cluster_shared.as_ref()?);
+        let result = work(cluster, &LocalView { peers, networks });
+        for effect in cluster.take_effects() {
+            match effect {
+                Effect::Publish { channel, text } => {
+                    shared.send(ToRedis::Publish { channel, text });
+                }
+                Effect::Heartbeat { channel, text } => {
+                    shared.send(ToRedis::Heartbeat { channel, text });
+                }
+                Effect::Arrived(peer) => {
+                    let Some(remote) = cluster.remote_peer(peer) else { continue };
+                    let arrived = Arc::new(protocol::peer_discovered_to_each(&remote.discovery, &remote.network));
+                    for member in networks.get(&remote.network).into_iter().flatten() {
+                        if let Some(entry) = peers.get(member) {
+                            entry.handle.send_to_each(&arrived);
+                        }
+                    }
+                }
+                Effect::Left { peer, network, is_hub, reason } => {
+                    let left = Arc::new(protocol::peer_disconnected_to_each(peer, is_hub, &reason, &network));
+                    for member in networks.get(&network).into_iter().flatten() {
+                        if let Some(entry) = peers.get(member) {
+                            entry.handle.send_to_each(&left);
+                        }
+                    }
+                }
+                Effect::Deliver { target, text } => {
+                    if let Some(entry) = peers.get(&target) {
+                        entry.handle.send_text(text);
+                    }
+                }
+            }
+        }
+        // The subscriber follows networks as they open and close; a `wake` on this instance's own
+        // channel gets it out of its wait for messages to take them.
+        if cluster.has_subscription_changes() && !shared.subscriptions_pending.swap(true, Ordering::AcqRel) {
+            let config = cluster.config();
+            let text = protocol::cluster::bare("wake", &config.instance);
+            shared.send(ToRedis::Publish { channel: config.instance_channel(&config.instance), text });
+        }
+        Some(result)
+    }
+}
+
+/// Cluster mode: what the Redis threads (`cluster/`) and the HTTP endpoints ask of the registry.
+/// On a server that is not in a cluster these do nothing.
+impl Registry {
+    /// Handles one message that arrived through Redis.
+    pub fn cluster_message(&self, text: &str) {
+        let now = Instant::now();
+        self.lock().with_cluster(|cluster, local| cluster.on_message(text, local, now));
+    }
+
+    /// The cluster's timed work (heartbeat, silent instances); returns how long to wait.
+    pub fn cluster_tick(&self) -> Duration {
+        let now = Instant::now();
+        let next = self.lock().with_cluster(|cluster, _| cluster.tick(now));
+        next.map_or(Duration::from_secs(1), |next| next.saturating_duration_since(now))
+    }
+
+    /// The subscriber lost Redis.
+    pub fn cluster_connection_lost(&self) {
+        self.lock().with_cluster(|cluster, _| cluster.connection_lost());
+    }
+
+    /// The subscriber is connected and follows `networks` (all that have peers here, as
+    /// [`Self::cluster_networks`] gave them).
+    pub fn cluster_connection_restored(&self) {
+        self.lock().with_cluster(|cluster, local| cluster.connection_restored(local));
+    }
+
+    /// Publishes this instance's peers again (messages towards Redis were lost).
+    pub fn cluster_resync(&self) {
+        self.lock().with_cluster(|cluster, local| cluster.resync(local));
+    }
+
+    /// Every network with peers here, for a subscriber that (re)connects; pending changes are
+    /// taken with them.
+    pub fn cluster_networks(&self) -> Vec<Arc<str>> {
+        let mut state = self.lock();
+        state.with_cluster(|cluster, _| cluster.take_subscription_changes());
+        if let Some(shared) = &state.cluster_shared {
+            shared.subscriptions_pending.store(false, Ordering::Release);
+        }
+        state.networks.keys().cloned().collect()
+    }
+
+    /// The networks to start (`true`) and stop (`false`) following.
+    pub fn cluster_subscription_changes(&self) -> Vec<(Arc<str>, bool)> {
+        let mut state = self.lock();
+        if let Some(shared) = &state.cluster_shared {
+            shared.subscriptions_pending.store(false, Ordering::Release);
+        }
+        state.with_cluster(|cluster, _| cluster.take_subscription_changes()).unwrap_or_default()
+    }
+
+    /// The subscriber now follows `network`.
+    pub fn cluster_subscribed(&self, network: &str) {
+        self.lock().with_cluster(|cluster, local| cluster.subscribed(network, local));
+    }
+
+    /// This instance is stopping: tell the others.
+    pub fn cluster_farewell(&self) {
+        self.lock().with_cluster(|cluster, _| cluster.farewell());
+    }
+
+    /// Ids of the peers connected here, for claiming them again.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.lock().peers.keys().copied().collect()
+    }
+
+    /// Other instances alive and peers known on them, for `/stats` and `/metrics`.
+    pub fn cluster_counts(&self) -> Option<(usize, usize)> {
+        let state = self.lock();
+        state.cluster.as_ref().map(|cluster| (cluster.live_instances(), cluster.remote_count()))
+    }
+
+    /// Closes the local connection of `peer` whose id another instance holds.
+    pub fn refuse_duplicate(&self, peer: PeerId) {
+        let handle = self.lock().peers.get(&peer).map(|entry| entry.handle.clone());
+        if let Some(handle) = handle {
+            log::warn!("peer {} is connected to another instance of the cluster; closing it here", peer.short());
+            handle.close(1008, RegisterError::Duplicate.close_reason());
+        }
+    }
+}
+
 /// This hub's own peers, as the mesh sees them.
 struct LocalView<'a> {
     peers: &'a HashMap<PeerId, PeerEntry>,
@@ -565,6 +754,10 @@ impl LocalPeers for LocalView<'_> {
 
     fn network_of(&self, peer: PeerId) -> Option<&str> {
         self.peers.get(&peer)?.announced.as_ref().map(|a| &*a.network)
+    }
+
+    fn has_members(&self, network: &str) -> bool {
+        self.networks.contains_key(network)
     }
 
     fn each_announced(&self, network: Option<&str>, each: &mut dyn FnMut(AnnouncedPeer<'_>)) {
@@ -650,7 +843,7 @@ mod tests {
 
     #[test]
     fn duplicate_ids_and_the_connection_limit_are_refused() {
-        let registry = Registry::new(2, None);
+        let registry = Registry::new(2, None, None);
         let (a, a2, b, c) = (peer(1, 1), peer(1, 2), peer(2, 3), peer(3, 4));
         registry.register(a.handle.clone()).unwrap();
         assert_eq!(registry.register(a2.handle.clone()), Err(RegisterError::Duplicate));
@@ -680,7 +873,7 @@ mod tests {
 
     #[test]
     fn published_counts_follow_links_networks_and_departures() {
-        let registry = Registry::new(10, hub_mode());
+        let registry = Registry::new(10, hub_mode(), None);
         let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
         for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();
@@ -711,7 +904,7 @@ mod tests {
 
     #[test]
     fn discovery_goes_both_ways_inside_a_network_only() {
-        let registry = Registry::new(10, None);
+        let registry = Registry::new(10, None, None);
         let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
         for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();
@@ -734,7 +927,7 @@ mod tests {
     /// reaches the newcomer after the member it concerns.
     #[test]
     fn a_newcomer_hears_every_member_before_any_later_departure() {
-        let registry = Registry::new(10, None);
+        let registry = Registry::new(10, None, None);
         let peers: Vec<TestPeer> = (1..=5).map(|n| peer(n, u64::from(n))).collect();
         for p in &peers {
             registry.register(p.handle.clone()).unwrap();
@@ -768,7 +961,7 @@ mod tests {
 
     #[test]
     fn leaving_tells_the_network_once() {
-        let registry = Registry::new(10, None);
+        let registry = Registry::new(10, None, None);
         let (a, b) = (peer(1, 1), peer(2, 2));
         registry.register(a.handle.clone()).unwrap();
         registry.register(b.handle.clone()).unwrap();
@@ -785,7 +978,7 @@ mod tests {
 
     #[test]
     fn signals_stay_inside_the_senders_network() {
-        let registry = Registry::new(10, None);
+        let registry = Registry::new(10, None, None);
         let (a, b, c) = (peer(1, 1), peer(2, 2), peer(3, 3));
         for p in [&a, &b, &c] {
             registry.register(p.handle.clone()).unwrap();

@@ -103,9 +103,19 @@ fn route_signal(
                 shorten(network)
             ),
         ),
+        Err(RouteError::ClusterUnavailable) => protocol::error(
+            error_code::CLUSTER_UNAVAILABLE,
+            &format!(
+                "Cannot send '{}': peer '{}' is not on this server, and the cluster's broker (Redis) cannot be \
+                 reached right now; try again shortly",
+                kind.as_str(),
+                shorten(target)
+            ),
+        ),
     };
     state.metrics.dropped(match delivered {
         Err(RouteError::NotInNetwork) => Dropped::NotInNetwork,
+        Err(RouteError::ClusterUnavailable) => Dropped::ClusterUnavailable,
         _ => Dropped::UnknownTarget,
     });
     reject(state, from, reply);

@@ -23,6 +23,7 @@ pub fn binary() -> Command {
         "AUTH_TOKEN",
         "LOG_LEVEL",
         "HUB_HEARTBEAT_SECS",
+        "CLUSTER_REDIS_URL",
     ] {
         command.env_remove(name);
     }

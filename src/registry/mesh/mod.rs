@@ -120,6 +120,12 @@ pub trait LocalPeers {
     fn network_of(&self, peer: PeerId) -> Option<&str>;
     /// Calls `each` for every announced peer (`network: None`) or for those of one network.
     fn each_announced(&self, network: Option<&str>, each: &mut dyn FnMut(AnnouncedPeer<'_>));
+    /// Whether any peer here is announced in `network`.
+    fn has_members(&self, network: &str) -> bool {
+        let mut any = false;
+        self.each_announced(Some(network), &mut |_| any = true);
+        any
+    }
 }
 
 /// Which side opened a link.
