@@ -8,13 +8,17 @@
 # exchange an offer and an answer, and one is told when the other leaves. /health is read over
 # https:// as well. The server is a hub without HUB_TOKEN: a client through the proxy that claims to
 # be a hub must stay an ordinary peer, although the proxy connects from loopback. Last, two hubs
-# with HUB_TOKEN link over TLS through nginx (deploy/nginx/hub-link-tls.conf), as across machines. Only the listen address, certificate paths and upstream port are changed from
-# the shipped files; the proxying lines are the ones a user copies.
+# with HUB_TOKEN link over TLS through nginx (deploy/nginx/hub-link-tls.conf), as across machines;
+# and three cluster instances sharing a real redis-server behind nginx (deploy/nginx/cluster.conf),
+# with two clients through the one address served by different instances. Only the listen address,
+# certificate paths and upstream ports are changed from the shipped files; the proxying lines are
+# the ones a user copies.
 #
 #   bash deploy/test.sh
 #
-# Needs systemd-analyze, nginx, caddy and openssl (.ci/run installs them); a missing one fails the run.
-# The container files (Dockerfile, compose.yaml) need a container engine and are not run here.
+# Needs systemd-analyze, nginx, caddy, openssl and redis-server (.ci/run installs them); a missing one
+# fails the run. The container files (Dockerfile, compose*.yaml) need a container engine and are not run
+# here; the cluster compose file's nginx block is checked with `nginx -t`.
 source "$(dirname "$0")/../interop/common.sh"
 deploy="$root/deploy"
 work="$(mktemp -d)"
@@ -174,4 +178,54 @@ start_rust hub-b "$hub_b" IS_HUB=true HUB_TOKEN="$HUB_TOKEN" BOOTSTRAP_HUBS="ws:
 wait_until "hub B's link to hub A through TLS" "has_one_link $hub_b && has_one_link $hub_a"
 node "$root/interop/signaling-client.mjs" "wss://127.0.0.1:$hub_a_tls/" "ws://127.0.0.1:$hub_b/"
 
-echo "== deploy: the systemd unit, nginx, Caddy and a hub link over TLS passed"
+echo "== a cluster behind nginx (deploy/nginx/cluster.conf): three instances sharing a real redis-server"
+redis_port="$(free_port)"
+start_redis cluster-redis "$redis_port"
+instances=("$(free_port)" "$(free_port)" "$(free_port)")
+for i in 0 1 2; do
+  start_rust "instance-$i" "${instances[$i]}" CLUSTER_REDIS_URL="redis://127.0.0.1:$redis_port" MAX_PENDING_HANDSHAKES_PER_IP=1024
+done
+for port in "${instances[@]}"; do
+  wait_until "instance $port to see the other two" "stat_is $port 'j.cluster.otherInstances===2'"
+done
+cluster_tls="$(free_port)"
+mkdir -p "$work/cluster/sites"
+sed -e "s|listen 443 ssl;|listen 127.0.0.1:$cluster_tls ssl;|" \
+  -e "/listen \[::\]:443 ssl;/d" \
+  -e "s|server_name .*;|server_name localhost;|" \
+  -e "s|ssl_certificate .*;|ssl_certificate $work/cert.pem;|" \
+  -e "s|ssl_certificate_key .*;|ssl_certificate_key $work/key.pem;|" \
+  -e "s|server 127.0.0.1:3001;|server 127.0.0.1:${instances[0]};|" \
+  -e "s|server 127.0.0.1:3002;|server 127.0.0.1:${instances[1]};|" \
+  -e "s|server 127.0.0.1:3003;|server 127.0.0.1:${instances[2]};|" \
+  "$deploy/nginx/cluster.conf" >"$work/cluster/sites/cluster.conf"
+for port in "${instances[@]}"; do
+  grep -qF "server 127.0.0.1:$port;" "$work/cluster/sites/cluster.conf" ||
+    { echo "deploy/nginx/cluster.conf changed shape: upstream $port not rendered" >&2; exit 1; }
+done
+start_nginx cluster
+wait_until "nginx in front of the cluster" "node -e \"fetch('https://127.0.0.1:$cluster_tls/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))\""
+# Two SignalingClients through the one address: nginx sends them to different instances (least_conn),
+# and they discover each other, exchange an offer and an answer, and hear each other leave.
+node "$root/interop/signaling-client.mjs" "wss://127.0.0.1:$cluster_tls/" "wss://127.0.0.1:$cluster_tls/"
+served=0
+for port in "${instances[@]}"; do
+  if stat_is "$port" 'j.messagesHandled>0'; then served=$((served + 1)); fi
+done
+test "$served" -ge 2 || { echo "the two clients did not reach two different instances ($served)" >&2; exit 1; }
+echo "the two clients were served by $served different instances"
+echo "== deploy/compose-cluster.yaml: its nginx configuration passes nginx -t"
+mkdir -p "$work/compose/sites"
+sed -n '/content: |/,$p' "$deploy/compose-cluster.yaml" | tail -n +2 | sed -e 's/^      //' -e 's/\$\$/$/g' \
+  -e "s/instance-[123]:3000/127.0.0.1:${instances[0]}/" >"$work/compose/sites/compose.conf"
+grep -qF "proxy_pass http://peerpigeon_cluster;" "$work/compose/sites/compose.conf" ||
+  { echo "deploy/compose-cluster.yaml changed shape: nginx configuration not found" >&2; exit 1; }
+cat >"$work/compose/nginx.conf" <<EOF
+pid $work/compose/nginx.pid;
+error_log $work/compose/error.log warn;
+events {}
+http { access_log off; include $work/compose/sites/*.conf; }
+EOF
+nginx -t -q -p "$work/compose" -c "$work/compose/nginx.conf"
+
+echo "== deploy: the systemd unit, nginx, Caddy, a hub link over TLS and a cluster behind nginx passed"

@@ -7,7 +7,8 @@
 #   bash interop/browser.sh            # needs /usr/bin/chromium (Debian's chromium package)
 #
 # Scenarios: two browsers on one server; three browsers in a full mesh; two browsers on two linked
-# hubs; one browser on a PeerPigeon-rs hub and one on a JavaScript hub linked to it (both ways).
+# hubs; one browser on a PeerPigeon-rs hub and one on a JavaScript hub linked to it (both ways);
+# two and three browsers, each on its own instance of a cluster sharing a Redis (needs redis-server).
 # Also the status page at `/` (interop/status-page.mjs; STATUS_SCREENSHOT=file.png keeps a picture).
 source "$(dirname "$0")/common.sh"
 
@@ -33,6 +34,16 @@ browsers --label "rs: PeerPigeon-rs hub linked to a JavaScript hub" --peers 2 "w
 js_to_rs="$(free_port)"; start_js js-to-rs "$js_to_rs" --hub --bootstrap "ws://127.0.0.1:$hub_a"
 wait_until "the JavaScript hub's link to the rs hub" "stat_is $hub_a 'j.hubLinks===2'"
 browsers --label "rs: JavaScript hub linked to a PeerPigeon-rs hub" --peers 2 "ws://127.0.0.1:$hub_a" "ws://127.0.0.1:$js_to_rs"
+
+redis="$(free_port)"; start_redis redis "$redis"
+cluster_a="$(free_port)"; start_rust rs-cluster-a "$cluster_a" CLUSTER_REDIS_URL="redis://127.0.0.1:$redis"
+cluster_b="$(free_port)"; start_rust rs-cluster-b "$cluster_b" CLUSTER_REDIS_URL="redis://127.0.0.1:$redis"
+cluster_c="$(free_port)"; start_rust rs-cluster-c "$cluster_c" CLUSTER_REDIS_URL="redis://127.0.0.1:$redis"
+for port in "$cluster_a" "$cluster_b" "$cluster_c"; do
+  wait_until "cluster instance $port to see the other two" "stat_is $port 'j.cluster.otherInstances===2'"
+done
+browsers --label "rs: two browsers on two instances of a cluster" --peers 2 "ws://127.0.0.1:$cluster_a" "ws://127.0.0.1:$cluster_b"
+browsers --label "rs: three browsers on three instances of a cluster" --peers 3 "ws://127.0.0.1:$cluster_a" "ws://127.0.0.1:$cluster_b" "ws://127.0.0.1:$cluster_c"
 
 echo "== control: the JavaScript reference"
 ref="$(free_port)"; start_js ref-one "$ref"

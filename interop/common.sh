@@ -59,6 +59,14 @@ start_js() {
   wait_until "$name to listen" "grep -q 'REFERENCE READY' '$logs/$name.log'"
 }
 
+# start_redis NAME PORT: starts Debian's redis-server on PORT (no persistence), for cluster mode.
+start_redis() {
+  local name="$1" port="$2"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >"$logs/$name.log" 2>&1 &
+  pids+=($!)
+  wait_until "$name to answer" "redis-cli -p '$port' ping | grep -q PONG"
+}
+
 # stat_is PORT EXPRESSION: whether PeerPigeon-rs on PORT reports /stats matching EXPRESSION (on `j`).
 stat_is() {
   node -e "fetch('http://127.0.0.1:$1/stats').then(r=>r.json()).then(j=>process.exit(($2)?0:1)).catch(()=>process.exit(1))"
