@@ -130,6 +130,8 @@ pub struct Cluster {
     config: ClusterConfig,
     remote: HashMap<PeerId, RemotePeer>,
     remote_by_network: HashMap<Arc<str>, HashSet<PeerId>>,
+    /// How many remote peers each instance has in each network (see [`Cluster::on_announce`]).
+    members_per_instance: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
     instances: HashMap<Arc<str>, Instance>,
     /// Networks to start (`true`) or stop (`false`) following, not yet taken by the subscriber.
     subscription_changes: HashMap<Arc<str>, bool>,
@@ -145,6 +147,7 @@ impl Cluster {
             config,
             remote: HashMap::new(),
             remote_by_network: HashMap::new(),
+            members_per_instance: HashMap::new(),
             instances: HashMap::new(),
             subscription_changes: HashMap::new(),
             connected: false,
@@ -217,8 +220,9 @@ impl Cluster {
     /// no one here to tell about them, and their departures will no longer be heard).
     pub fn network_closed(&mut self, network: &Arc<str>) {
         self.subscription_changes.insert(network.clone(), false);
-        for peer in self.remote_by_network.remove(network).into_iter().flatten() {
-            self.remote.remove(&peer);
+        let peers: Vec<PeerId> = self.remote_by_network.get(network).into_iter().flatten().copied().collect();
+        for peer in peers {
+            self.unlink(peer);
         }
     }
 
@@ -235,17 +239,30 @@ impl Cluster {
     /// The subscriber now follows `network`: publish this instance's peers there and ask for the
     /// others' (see the module docs, "Catching up").
     pub fn subscribed(&mut self, network: &str, local: &dyn LocalPeers) {
+        if let Some(text) = self.member_list("sync", network, local) {
+            self.publish(self.config.network_channel(network), text);
+        }
+    }
+
+    /// This instance's peers in `network` as a `sync` or `members` list; `None` if it has none.
+    fn member_list(&self, kind: &'static str, network: &str, local: &dyn LocalPeers) -> Option<String> {
         let mut peers = Vec::new();
         local.each_announced(Some(network), &mut |p| peers.push((p.id, p.is_hub, p.seq, p.discovery.to_owned())));
         if peers.is_empty() {
-            return;
+            return None;
         }
         let members: Vec<Member<'_>> = peers
             .iter()
             .map(|(id, is_hub, seq, data)| Member { peer_id: id.as_str().into(), is_hub: *is_hub, seq: *seq, data })
             .collect();
-        let text = wire::member_list("sync", &self.config.instance, network, &members);
-        self.publish(self.config.network_channel(network), text);
+        Some(wire::member_list(kind, &self.config.instance, network, &members))
+    }
+
+    /// Sends instance `instance` this instance's peers in `network` (a `members` list).
+    fn introduce(&mut self, instance: &str, network: &str, local: &dyn LocalPeers) {
+        if let Some(text) = self.member_list("members", network, local) {
+            self.publish(self.config.instance_channel(instance), text);
+        }
     }
 
     /// A signal from local `sender` for `target`, which is not here: published on the channel of
@@ -384,12 +401,21 @@ impl Cluster {
         Some(name)
     }
 
+    /// A remote peer announced. If it is the first peer of its instance here in that network, that
+    /// instance may have started to follow the network a moment ago and not know this instance's
+    /// peers there yet: they are sent to it now, ahead of anything they may send its peers (one
+    /// publishing connection keeps the order), so that its peers never get a signal from a peer
+    /// they have not heard of, and can always answer it.
     fn on_announce(&mut self, instance: &Arc<str>, message: &ClusterMessage<'_>, local: &dyn LocalPeers) {
         let (Some(peer), Some(network), Some(data)) = (parse_peer(&message.peer_id), &message.network, message.data)
         else {
             return;
         };
+        let newly_here = self.members_per_instance.get(&**instance).and_then(|n| n.get(&**network)).is_none();
         self.learn(instance, peer, network, message.is_hub, message.seq, data, local);
+        if newly_here && local.has_members(network) {
+            self.introduce(instance, network, local);
+        }
     }
 
     fn on_left(&mut self, instance: &Arc<str>, message: &ClusterMessage<'_>) {
@@ -418,21 +444,7 @@ impl Cluster {
             }
         }
         if message.kind == "sync" {
-            let mut peers = Vec::new();
-            local.each_announced(Some(network), &mut |p| peers.push((p.id, p.is_hub, p.seq, p.discovery.to_owned())));
-            if !peers.is_empty() {
-                let members: Vec<Member<'_>> = peers
-                    .iter()
-                    .map(|(id, is_hub, seq, data)| Member {
-                        peer_id: id.as_str().into(),
-                        is_hub: *is_hub,
-                        seq: *seq,
-                        data,
-                    })
-                    .collect();
-                let text = wire::member_list("members", &self.config.instance, network, &members);
-                self.publish(self.config.instance_channel(instance), text);
-            }
+            self.introduce(instance, network, local);
         }
     }
 
@@ -477,6 +489,8 @@ impl Cluster {
             }
             if &*known.network != network {
                 self.forget(peer, "network-change");
+            } else {
+                self.unlink(peer);
             }
         }
         if data.get().len() > self.config.max_peer_data_bytes + 256 {
@@ -496,6 +510,8 @@ impl Cluster {
             None => Arc::from(network),
         };
         self.remote_by_network.entry(network.clone()).or_default().insert(peer);
+        let counts = self.members_per_instance.entry(instance.clone()).or_default();
+        *counts.entry(network.clone()).or_default() += 1;
         let discovery = data.to_owned();
         self.remote.insert(peer, RemotePeer { instance: instance.clone(), network, is_hub, seq, discovery });
         self.effects.push(Effect::Arrived(peer));
@@ -503,19 +519,36 @@ impl Cluster {
 
     /// Forgets a remote peer and tells the local peers of its network.
     fn forget(&mut self, peer: PeerId, reason: &str) {
-        let Some(gone) = self.remote.remove(&peer) else { return };
-        if let Some(members) = self.remote_by_network.get_mut(&gone.network) {
-            members.remove(&peer);
-            if members.is_empty() {
-                self.remote_by_network.remove(&gone.network);
-            }
-        }
+        let Some(gone) = self.unlink(peer) else { return };
         self.effects.push(Effect::Left {
             peer,
             network: gone.network,
             is_hub: gone.is_hub,
             reason: reason.to_string(),
         });
+    }
+
+    /// Takes a remote peer out of every table, telling no one.
+    fn unlink(&mut self, peer: PeerId) -> Option<RemotePeer> {
+        let gone = self.remote.remove(&peer)?;
+        if let Some(members) = self.remote_by_network.get_mut(&gone.network) {
+            members.remove(&peer);
+            if members.is_empty() {
+                self.remote_by_network.remove(&gone.network);
+            }
+        }
+        if let Some(networks) = self.members_per_instance.get_mut(&gone.instance) {
+            if let Some(count) = networks.get_mut(&gone.network) {
+                *count -= 1;
+                if *count == 0 {
+                    networks.remove(&gone.network);
+                }
+            }
+            if networks.is_empty() {
+                self.members_per_instance.remove(&gone.instance);
+            }
+        }
+        Some(gone)
     }
 
     fn drop_instance(&mut self, instance: &str, reason: &str) {
