@@ -7,7 +7,11 @@
 //! cargo run --release -p peerpigeon-bench --bin loadgen -- relay   --url ws://127.0.0.1:3000 --peers 1000 --seconds 10 --rate 5000
 //! cargo run --release -p peerpigeon-bench --bin loadgen -- churn   --url ws://127.0.0.1:3000 --workers 100 --seconds 10
 //! cargo run --release -p peerpigeon-bench --bin loadgen -- hub     --url ws://127.0.0.1:3000 --url2 ws://127.0.0.1:3001 --peers 200 --rate 1000
+//! cargo run --release -p peerpigeon-bench --bin loadgen -- connect --url ws://127.0.0.1:3001,ws://127.0.0.1:3002,ws://127.0.0.1:3003 --peers 1000
 //! ```
+//!
+//! `--url` may list several servers, comma-separated (the instances of a cluster): `connect` and
+//! `relay` spread each network's peers over them in turn; `/health` is asked of the first.
 //!
 //! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
 //!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
@@ -184,6 +188,11 @@ fn connect_peer(url: &str, network: &str) -> Result<Peer, String> {
 }
 
 /// The `host:port` of a `ws://host:port/...` URL.
+/// The first of a comma-separated list of server URLs (the one `/health` is asked of).
+fn first_url(url: &str) -> &str {
+    url.split(',').next().unwrap_or(url)
+}
+
 fn host_of(url: &str) -> &str {
     url.trim_start_matches("ws://").split('/').next().unwrap_or_default()
 }
@@ -204,18 +213,21 @@ fn next_text(reader: &mut WebSocket<SocketHalf>) -> Option<Value> {
     }
 }
 
-/// Connects `count` peers spread over `networks` networks of server `url`, in parallel.
+/// Connects `count` peers spread over `networks` networks of server `url`, in parallel. `url` may
+/// list several servers, comma-separated (the instances of a cluster): peer `i` goes to the
+/// `i % n`-th, so that consecutive peers of a network are on different servers.
 fn connect_many(url: &str, count: usize, networks: usize, prefix: &str) -> (Vec<Peer>, usize) {
+    let urls: Vec<&str> = url.split(',').collect();
     let threads = 16.min(count.max(1));
     let peers = Mutex::new(Vec::with_capacity(count));
     let failures = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for t in 0..threads {
-            let (peers, failures) = (&peers, &failures);
+            let (peers, failures, urls) = (&peers, &failures, &urls);
             scope.spawn(move || {
                 for i in (t..count).step_by(threads) {
                     let network = format!("{prefix}{}", i % networks);
-                    match connect_peer(url, &network) {
+                    match connect_peer(urls[(i / networks) % urls.len()], &network) {
                         Ok(peer) => peers.lock().unwrap_or_else(|e| e.into_inner()).push((i, peer)),
                         Err(why) => {
                             if failures.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -319,7 +331,7 @@ fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
 
 fn connect_scenario(o: &Options) -> Value {
     let before = process_stats(o.pid);
-    let monitor = HealthMonitor::start(&o.url, o.realtime_monitor);
+    let monitor = HealthMonitor::start(first_url(&o.url), o.realtime_monitor);
     let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
     let sizes = network_sizes(&peers);
     let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
@@ -397,7 +409,7 @@ fn health_poll_scenario(o: &Options) -> Value {
         let _ = io::copy(&mut io::stdin(), &mut io::sink());
         stop_at_end_of_input.store(true, Ordering::Relaxed);
     });
-    poll_health(&o.url, &stop)
+    poll_health(first_url(&o.url), &stop)
 }
 
 /// Asks the server for `GET /health` every 100 ms (a fresh connection each time, as a monitor
@@ -748,7 +760,7 @@ fn churn_scenario(o: &Options) -> Value {
                 .spawn_scoped(scope, move || {
                     while started.elapsed() < limit {
                         let network = format!("churn-{}", w % o.networks.max(1));
-                        let mut peer = match connect_peer(&o.url, &network) {
+                        let mut peer = match connect_peer(first_url(&o.url), &network) {
                             Ok(peer) => peer,
                             Err(_) => {
                                 errors.fetch_add(1, Ordering::Relaxed);

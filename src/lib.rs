@@ -11,8 +11,8 @@
 //! Synchronous, a thread per connection, the file tree following a message's life: `accept/`
 //! (listener, request head, upgrade, HTTP endpoints), `peer/` (reader, writer, flusher, bounded queue, rate
 //! limits), `registry/` (peers and networks behind one lock, the router, the hub relay), `protocol/`
-//! (the wire format, no I/O), `hub/` (links to other hubs), `platform/` (kernel and allocator
-//! workarounds). The diagram, and where each message, thread and bound lives, is
+//! (the wire format, no I/O), `hub/` (links to other hubs), `cluster/` (instances sharing a Redis),
+//! `platform/` (kernel and allocator workarounds). The diagram, and where each message, thread and bound lives, is
 //! `docs/architecture.md` in the repository; the protocol is `docs/protocol.md`.
 //!
 //! ## Example

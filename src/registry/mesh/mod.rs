@@ -112,7 +112,8 @@ pub struct AnnouncedPeer<'a> {
     pub discovery: &'a RawValue,
 }
 
-/// What the mesh needs to know of this hub's own peers (the registry's view of them).
+/// What the mesh (and the cluster state, `registry::cluster`) needs to know of this server's own
+/// peers: the registry's view of them.
 pub trait LocalPeers {
     /// Whether `peer` is connected here, announced or not.
     fn is_connected(&self, peer: PeerId) -> bool;
