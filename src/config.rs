@@ -82,6 +82,9 @@ pub struct Config {
     /// Cluster mode: the Redis (or Valkey) the instances share (`CLUSTER_REDIS_URL`, `redis://` or
     /// `rediss://` for TLS, a password in the URL). Unset, the server runs alone. Never logged whole.
     pub cluster_redis_url: Option<String>,
+    /// The certificate authority (PEM file) that signed a `rediss://` Redis's certificate
+    /// (`CLUSTER_REDIS_CA_FILE`), when it is not one the public web trusts.
+    pub cluster_redis_ca_file: Option<String>,
     /// Prefix of the cluster's keys and channels (`CLUSTER_NAMESPACE`), so that clusters can share
     /// one Redis.
     pub cluster_namespace: String,
@@ -137,6 +140,7 @@ impl Default for Config {
             hub_max_hops: 16,
             hub_max_remote_peers: 100_000,
             cluster_redis_url: None,
+            cluster_redis_ca_file: None,
             cluster_namespace: "peerpigeon".to_string(),
             cluster_instance_ttl: Duration::from_secs(6),
             cluster_queue: 65_536,
@@ -467,6 +471,15 @@ pub const SETTINGS: &[Setting] = &[
                 return Err(format!("expected a redis:// or rediss:// URL, got {:?}", redis_url_for_display(&url)));
             }
             c.cluster_redis_url = Some(url);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "CLUSTER_REDIS_CA_FILE",
+        meaning: "cluster mode: PEM file of the certificate authority of a `rediss://` Redis (unset: the public web's authorities)",
+        show: |c| c.cluster_redis_ca_file.clone().unwrap_or_else(|| "(none)".into()),
+        read: |c, v| {
+            c.cluster_redis_ca_file = Some(v.trim().to_string());
             Ok(())
         },
     },

@@ -302,3 +302,36 @@ fn a_newcomer_can_answer_an_offer_that_outran_its_discovery() {
         early.client.wait_for("the answer", |m| m["type"] == "answer");
     }
 }
+
+/// `rediss://` with a password, and the authority of Redis's certificate given by
+/// `CLUSTER_REDIS_CA_FILE`: the instances connect and form one server; the password is never shown.
+#[test]
+fn instances_reach_redis_over_tls_with_a_password() {
+    let redis = Redis::start_tls("s3cret-pass");
+    let url = format!("rediss://:s3cret-pass@127.0.0.1:{}", redis.port);
+    let ca = redis.ca_file();
+    let tls = |c: &mut peerpigeon::Config| {
+        c.cluster_redis_url = Some(url.clone());
+        c.cluster_redis_ca_file = Some(ca.clone());
+        c.cluster_instance_ttl = Duration::from_secs(2);
+    };
+    let one = start_with(tls);
+    let two = start_with(tls);
+    wait_connected(one.local_addr());
+    wait_connected(two.local_addr());
+    let mut a = Peer::join(one.local_addr(), "n");
+    let mut b = Peer::join(two.local_addr(), "n");
+    a.wait_discovered(&[b.id()]);
+    b.wait_discovered(&[a.id()]);
+    let stats = common::http_get(one.local_addr(), "/stats").body;
+    assert!(!stats.contains("s3cret-pass"), "/stats shows the password: {stats}");
+    assert!(stats.contains(&format!("rediss://127.0.0.1:{}", redis.port)), "{stats}");
+
+    // Without the authority, the certificate is not trusted and nothing connects.
+    let untrusted = start_with(|c| c.cluster_redis_url = Some(url.clone()));
+    let stats =
+        wait_json(untrusted.local_addr(), "/stats", "a failed attempt", |s| s["cluster"]["lastError"].is_string());
+    assert_eq!(stats["cluster"]["subscriberConnected"], false, "{stats}");
+    let why = stats["cluster"]["lastError"].as_str().unwrap_or_default();
+    assert!(why.contains("certificate"), "{why}");
+}

@@ -180,6 +180,7 @@ fn cluster_stats(state: &ServerState) -> serde_json::Value {
         "published": shared.published.load(relaxed),
         "received": shared.received.load(relaxed),
         "droppedQueueFull": shared.dropped_queue_full.load(relaxed),
+        "lastError": *shared.last_error.lock(),
     })
 }
 

@@ -63,9 +63,29 @@ pub(crate) fn claim(shared: &ClusterShared, peer: PeerId) -> Claim {
     answer.recv_timeout(CLAIM_WAIT).unwrap_or(Claim::Unknown)
 }
 
+/// The Redis client of `CLUSTER_REDIS_URL` (with `CLUSTER_REDIS_CA_FILE`'s authority for TLS), or
+/// why there can be none.
+fn client(config: &crate::config::Config) -> Result<redis::Client, String> {
+    let url = config.cluster_redis_url.as_deref().unwrap_or_default();
+    let client = match &config.cluster_redis_ca_file {
+        None => redis::Client::open(url),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|err| format!("CLUSTER_REDIS_CA_FILE {path}: {err}"))?;
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            redis::Client::build_with_tls(url, certificates)
+        }
+    };
+    client.map_err(|err| err.to_string())
+}
+
 /// Connects to Redis, retrying with capped exponential back-off until it answers or `stop` is
 /// dropped (then `None`). Each new kind of failure is logged once.
-fn connect(client: &redis::Client, role: &str, stop: &Receiver<()>) -> Option<redis::Connection> {
+fn connect(
+    client: &redis::Client,
+    role: &str,
+    shared: &ClusterShared,
+    stop: &Receiver<()>,
+) -> Option<redis::Connection> {
     let mut backoff = FIRST_BACKOFF;
     let mut last_error = String::new();
     loop {
@@ -81,6 +101,7 @@ fn connect(client: &redis::Client, role: &str, stop: &Receiver<()>) -> Option<re
             }
             Err(err) => {
                 let text = err.to_string();
+                *shared.last_error.lock() = Some(text.clone());
                 if text != last_error {
                     log::warn!("cluster {role}: cannot reach Redis ({text}); retrying with back-off");
                     last_error = text;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::cluster::{connect, stopped};
+use crate::cluster::{client, connect, stopped};
 use crate::context::ServerState;
 use crate::registry::cluster::{Claim, ClusterConfig, ClusterShared, ToRedis};
 
@@ -46,17 +46,17 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
         return;
     };
     let shown = crate::config::redis_url_for_display(url);
-    let client = match redis::Client::open(url) {
+    let client = match client(&state.config) {
         Ok(client) => client,
         Err(err) => {
-            log::error!("cluster: CLUSTER_REDIS_URL {shown} cannot be used ({err}); this instance runs alone");
+            log::error!("cluster: Redis at {shown} cannot be used ({err}); this instance runs alone");
             return;
         }
     };
     let mut publisher = Publisher { state, shared, config, next_refresh: Instant::now(), last_resync: None };
     let mut dropped_seen = shared.dropped_queue_full.load(Ordering::Relaxed);
     let mut first = true;
-    while let Some(mut connection) = connect(&client, "publisher", stop) {
+    while let Some(mut connection) = connect(&client, "publisher", shared, stop) {
         log::info!("cluster: publishing to Redis at {shown} as instance {}", config.instance);
         shared.publisher_up.store(true, Ordering::Release);
         if !first {

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
 
-use crate::cluster::{connect, stopped};
+use crate::cluster::{client, connect, stopped};
 use crate::context::ServerState;
 
 /// Most channels named in one SUBSCRIBE.
@@ -26,9 +26,9 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
     else {
         return;
     };
-    let Ok(client) = redis::Client::open(url) else { return }; // the publisher says why
+    let Ok(client) = client(&state.config) else { return }; // the publisher says why
     let shown = crate::config::redis_url_for_display(url);
-    while let Some(mut connection) = connect(&client, "subscriber", stop) {
+    while let Some(mut connection) = connect(&client, "subscriber", shared, stop) {
         let mut pubsub = connection.as_pubsub();
         let result = (|| -> redis::RedisResult<()> {
             pubsub.set_read_timeout(Some(config.liveness))?;

@@ -24,6 +24,10 @@ pub fn binary() -> Command {
         "LOG_LEVEL",
         "HUB_HEARTBEAT_SECS",
         "CLUSTER_REDIS_URL",
+        "CLUSTER_REDIS_CA_FILE",
+        "CLUSTER_NAMESPACE",
+        "CLUSTER_INSTANCE_TTL_SECS",
+        "CLUSTER_QUEUE",
     ] {
         command.env_remove(name);
     }

@@ -10,12 +10,14 @@
 //! the instances with peers there; a signal is published once, on the target's instance channel.
 //! Traffic between peers of one instance never goes through Redis.
 //!
-//! **Catching up.** An instance that starts to follow a network (its first peer there) publishes a
-//! `sync` on the network's channel once its subscription is confirmed: its own peers there, and a
-//! request for everyone else's, which each instance answers with a `members` list on the asker's
-//! channel. Redis delivers in the order it received, so nothing published after the subscription
-//! is missed and nothing before it is left out of the answers. A list replaces what was known of
-//! its sender's peers in that network, so departures lost while Redis was away are caught up too.
+//! **Catching up.** An instance whose first peer joins a network asks at once who is there (an
+//! empty `sync` on the network's channel, published before that peer's announce), so that the
+//! answers, `members` lists on its own channel, reach it about when the others' peers hear of its
+//! peer, and ahead of anything those peers send it. Once its subscription to the network is
+//! confirmed it publishes a `sync` again, with its own peers there, and is answered again. Redis
+//! delivers in the order it received, so nothing published after the subscription is missed and
+//! nothing before it is left out of the answers. A list replaces what was known of its sender's
+//! peers in that network, so departures lost while Redis was away are caught up too.
 //!
 //! **Liveness.** Every instance publishes a heartbeat each third of `CLUSTER_INSTANCE_TTL_SECS`
 //! (and keeps a key of that lifetime, which peer-id claims check). An instance not heard from for
@@ -130,8 +132,6 @@ pub struct Cluster {
     config: ClusterConfig,
     remote: HashMap<PeerId, RemotePeer>,
     remote_by_network: HashMap<Arc<str>, HashSet<PeerId>>,
-    /// How many remote peers each instance has in each network (see [`Cluster::on_announce`]).
-    members_per_instance: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
     instances: HashMap<Arc<str>, Instance>,
     /// Networks to start (`true`) or stop (`false`) following, not yet taken by the subscriber.
     subscription_changes: HashMap<Arc<str>, bool>,
@@ -147,7 +147,6 @@ impl Cluster {
             config,
             remote: HashMap::new(),
             remote_by_network: HashMap::new(),
-            members_per_instance: HashMap::new(),
             instances: HashMap::new(),
             subscription_changes: HashMap::new(),
             connected: false,
@@ -214,6 +213,11 @@ impl Cluster {
     /// `network` has its first local peer: start following its channel.
     pub fn network_opened(&mut self, network: &Arc<str>) {
         self.subscription_changes.insert(network.clone(), true);
+        // Ask at once who is there, before this instance's first peer is announced: the answers
+        // (`members`, on this instance's channel, which it always follows) reach it about when the
+        // others' peers hear of its peer, as on one server, where both sides hear at once.
+        let text = wire::member_list("sync", &self.config.instance, network, &[]);
+        self.publish(self.config.network_channel(network), text);
     }
 
     /// `network`'s last local peer left: stop following it, and forget its remote peers (there is
@@ -401,21 +405,12 @@ impl Cluster {
         Some(name)
     }
 
-    /// A remote peer announced. If it is the first peer of its instance here in that network, that
-    /// instance may have started to follow the network a moment ago and not know this instance's
-    /// peers there yet: they are sent to it now, ahead of anything they may send its peers (one
-    /// publishing connection keeps the order), so that its peers never get a signal from a peer
-    /// they have not heard of, and can always answer it.
     fn on_announce(&mut self, instance: &Arc<str>, message: &ClusterMessage<'_>, local: &dyn LocalPeers) {
         let (Some(peer), Some(network), Some(data)) = (parse_peer(&message.peer_id), &message.network, message.data)
         else {
             return;
         };
-        let newly_here = self.members_per_instance.get(&**instance).and_then(|n| n.get(&**network)).is_none();
         self.learn(instance, peer, network, message.is_hub, message.seq, data, local);
-        if newly_here && local.has_members(network) {
-            self.introduce(instance, network, local);
-        }
     }
 
     fn on_left(&mut self, instance: &Arc<str>, message: &ClusterMessage<'_>) {
@@ -510,8 +505,6 @@ impl Cluster {
             None => Arc::from(network),
         };
         self.remote_by_network.entry(network.clone()).or_default().insert(peer);
-        let counts = self.members_per_instance.entry(instance.clone()).or_default();
-        *counts.entry(network.clone()).or_default() += 1;
         let discovery = data.to_owned();
         self.remote.insert(peer, RemotePeer { instance: instance.clone(), network, is_hub, seq, discovery });
         self.effects.push(Effect::Arrived(peer));
@@ -535,17 +528,6 @@ impl Cluster {
             members.remove(&peer);
             if members.is_empty() {
                 self.remote_by_network.remove(&gone.network);
-            }
-        }
-        if let Some(networks) = self.members_per_instance.get_mut(&gone.instance) {
-            if let Some(count) = networks.get_mut(&gone.network) {
-                *count -= 1;
-                if *count == 0 {
-                    networks.remove(&gone.network);
-                }
-            }
-            if networks.is_empty() {
-                self.members_per_instance.remove(&gone.instance);
             }
         }
         Some(gone)
@@ -619,6 +601,8 @@ pub struct ClusterShared {
     /// Messages published, and received from other instances.
     pub published: AtomicU64,
     pub received: AtomicU64,
+    /// Why the last attempt to connect to Redis failed (for `/stats`).
+    pub last_error: parking_lot::Mutex<Option<String>>,
 }
 
 impl ClusterShared {
@@ -634,6 +618,7 @@ impl ClusterShared {
             dropped_queue_full: AtomicU64::new(0),
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            last_error: parking_lot::Mutex::new(None),
         })
     }
 

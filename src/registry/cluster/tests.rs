@@ -219,26 +219,27 @@ fn remote_peers_are_bounded() {
     assert_eq!(cluster.remote_count(), 3);
 }
 
-/// The first peer of an instance in a network gets this instance's peers there sent to its
-/// instance at once: it may have started to follow the network a moment ago, and its peers must
-/// know who may signal them before the first signal arrives.
+/// An instance whose first peer joins a network asks who is there before it announces that peer:
+/// the others' answers (on its own channel) then come ahead of anything their peers send its peer.
 #[test]
-fn an_instance_new_to_a_network_is_told_its_members_at_once() {
+fn an_instance_new_to_a_network_asks_who_is_there_before_announcing() {
     let now = Instant::now();
-    let (mine, first, second) = (PeerId::random(), PeerId::random(), PeerId::random());
-    let local = Local::with(&[(mine, "n")]);
+    let (mine, theirs) = (PeerId::random(), PeerId::random());
     let mut cluster = cluster(now);
-    cluster.on_message(&announce_from("b", first, "n", 1), &local, now);
+    let network: Arc<str> = Arc::from("n");
+    cluster.network_opened(&network);
+    cluster.local_announced(mine, "n", false, 1, &protocol::discovery_data(mine, false, None));
     let effects = cluster.take_effects();
-    let told = published(&effects);
-    assert_eq!(told.len(), 1);
-    assert_eq!((told[0].0, &*told[0].1.kind, told[0].1.members.len()), ("pp:instance:b", "members", 1));
-    cluster.on_message(&announce_from("b", second, "n", 1), &local, now);
-    assert!(published(&cluster.take_effects()).is_empty(), "told twice");
-    // Once all of b's peers there are gone, b forgot this instance's too: told again next time.
-    for peer in [first, second] {
-        cluster.on_message(&wire::left("b", peer.as_str(), "n", false, 1, "goodbye"), &local, now);
-    }
-    cluster.on_message(&announce_from("b", first, "n", 2), &local, now);
-    assert_eq!(published(&cluster.take_effects()).len(), 1);
+    let sent = published(&effects);
+    let kinds: Vec<(&str, &str, usize)> = sent.iter().map(|(c, m)| (*c, &*m.kind, m.members.len())).collect();
+    assert_eq!(kinds, vec![("pp:network:n", "sync", 0), ("pp:network:n", "announce", 0)]);
+
+    // On the other side, an empty `sync` is answered with the members there.
+    let there = Local::with(&[(theirs, "n")]);
+    let mut other = self::cluster(now);
+    other.on_message(&wire::member_list("sync", "me2", "n", &[]), &there, now);
+    let effects = other.take_effects();
+    let answer = published(&effects);
+    assert_eq!(answer.len(), 1);
+    assert_eq!((answer[0].0, &*answer[0].1.kind, answer[0].1.members.len()), ("pp:instance:me2", "members", 1));
 }
