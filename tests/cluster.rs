@@ -267,6 +267,15 @@ fn a_stalled_redis_never_blocks_a_reader() {
 }
 
 #[test]
+fn without_the_variable_there_is_no_cluster() {
+    let alone = start_with(|_| {});
+    let stats = common::http_get(alone.local_addr(), "/stats").json();
+    assert_eq!(stats["cluster"], Value::Null);
+    let metrics = common::http_get(alone.local_addr(), "/metrics").body;
+    assert!(!metrics.contains("peerpigeon_cluster_"), "cluster figures without a cluster");
+}
+
+#[test]
 fn hub_mode_and_cluster_mode_are_refused_together() {
     let config = peerpigeon::Config::from_env_vars(|name| match name {
         "IS_HUB" => Some("true".into()),
@@ -334,4 +343,35 @@ fn instances_reach_redis_over_tls_with_a_password() {
     assert_eq!(stats["cluster"]["subscriberConnected"], false, "{stats}");
     let why = stats["cluster"]["lastError"].as_str().unwrap_or_default();
     assert!(why.contains("certificate"), "{why}");
+}
+
+/// Two connections with one id, at the same moment, on two instances: exactly one is admitted.
+#[test]
+fn one_id_claimed_at_once_on_two_instances_is_admitted_once() {
+    let redis = Redis::start();
+    let (one, two) = (instance(&redis, |_| {}), instance(&redis, |_| {}));
+    for _ in 0..10 {
+        let id = common::new_peer_id();
+        let barrier = std::sync::Barrier::new(2);
+        let admitted: Vec<bool> = std::thread::scope(|scope| {
+            let tries: Vec<_> = [one.local_addr(), two.local_addr()]
+                .into_iter()
+                .map(|addr| {
+                    let (id, barrier) = (&id, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let ws = common::open(addr, &format!("/?peerId={id}"), &[]).expect("upgrade");
+                        let mut client = Client { id: id.clone(), ws };
+                        // Admitted: `connected` first; refused: closed (1008) before any message.
+                        let admitted = client.next().is_some_and(|m| m["type"] == "connected");
+                        (admitted, client)
+                    })
+                })
+                .collect();
+            // Both answers are in before either connection goes (and frees the id).
+            let answers: Vec<(bool, Client)> = tries.into_iter().map(|t| t.join().unwrap()).collect();
+            answers.iter().map(|(admitted, _)| *admitted).collect()
+        });
+        assert_eq!(admitted.iter().filter(|a| **a).count(), 1, "{admitted:?}");
+    }
 }
