@@ -43,7 +43,7 @@ for port in "$cluster_a" "$cluster_b" "$cluster_c"; do
   wait_until "cluster instance $port to see the other two" "stat_is $port 'j.cluster.otherInstances===2'"
 done
 browsers --label "rs: two browsers on two instances of a cluster" --peers 2 "ws://127.0.0.1:$cluster_a" "ws://127.0.0.1:$cluster_c"
-# Three browsers on three instances mesh too, but not every time (6 rounds in 150, against none in
+# Three browsers on three instances mesh too, but not every time (5 rounds in 120, against none in
 # 56 on one server): PeerPigeon's client, settling two crossed offers that arrive a few milliseconds
 # apart (as they do through Redis), sends no ICE candidates with its answer; see docs/performance.md,
 # "Clusters".
