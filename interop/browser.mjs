@@ -8,7 +8,12 @@
 // A round passes when every page has a data channel open to every other page and has received a
 // message from each of them over it. Every round's pages are closed before the next round starts,
 // pass or fail, so a failed round cannot leave pages that reconnect into the next one.
-// Exits 1 if any round failed, after printing what each page saw.
+// A round that fails is printed with what each page saw, and played once more with new pages and a
+// new network: PeerPigeon's browser client itself now and then fails to connect two browsers, through
+// the JavaScript reference too (2 rounds in about 180 on one server or linked hubs, one session on
+// this machine; where traced, it had settled two crossed offers and then sent no ICE candidates with
+// its answer). Exits 1 if a round fails twice, or if more than one round of the run had to be played
+// again (`--allowed-retries`, 1), so a server that breaks rounds is still caught.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,12 +24,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const ROUND_TIMEOUT_MS = 30_000;
 
 function parseArgs(argv) {
-  const options = { label: 'browsers', peers: 2, repeat: 3, urls: [] };
+  const options = { label: 'browsers', peers: 2, repeat: 3, allowedRetries: 1, urls: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--label') options.label = argv[++i];
     else if (arg === '--peers') options.peers = Number(argv[++i]);
     else if (arg === '--repeat') options.repeat = Number(argv[++i]);
+    else if (arg === '--allowed-retries') options.allowedRetries = Number(argv[++i]);
     else options.urls.push(arg);
   }
   if (options.urls.length === 0 || !(options.peers >= 2) || !(options.repeat >= 1)) {
@@ -63,7 +69,7 @@ async function waitFor(check, ms) {
 }
 
 async function runRound(browser, pageUrl, options, round) {
-  const network = `browser-${options.label.replace(/[^a-z0-9]+/gi, '-')}-${round}-${Date.now().toString(36)}`;
+  const network = `browser-${`${options.label}-${round}`.replace(/[^a-z0-9]+/gi, '-')}-${Date.now().toString(36)}`;
   const contexts = [];
   const pages = [];
   const started = Date.now();
@@ -141,16 +147,21 @@ const browser = await chromium.launch({
 });
 console.log(`== ${options.label}: ${options.peers} browsers on ${options.urls.join(' + ')}, ${options.repeat} rounds`);
 let failures = 0;
+let retried = 0;
 try {
   for (let round = 1; round <= options.repeat; round++) {
-    if (!(await runRound(browser, pageUrl, options, round))) failures++;
+    if (await runRound(browser, pageUrl, options, round)) continue;
+    retried++;
+    console.log(`   round ${round}: played again with new pages and a new network`);
+    if (!(await runRound(browser, pageUrl, options, `${round} (again)`))) failures++;
   }
 } finally {
   await browser.close();
   pageServer.close();
 }
-if (failures > 0) {
-  console.log(`== ${options.label}: ${failures} of ${options.repeat} rounds FAILED`);
+if (failures > 0 || retried > options.allowedRetries) {
+  console.log(`== ${options.label}: FAILED (${failures} of ${options.repeat} rounds failed twice, ${retried} played again)`);
   process.exit(1);
 }
-console.log(`== ${options.label}: all ${options.repeat} rounds passed`);
+const again = retried > 0 ? ` (${retried} played again)` : '';
+console.log(`== ${options.label}: all ${options.repeat} rounds passed${again}`);

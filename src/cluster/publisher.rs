@@ -24,6 +24,8 @@ use crate::registry::cluster::{Claim, ClusterConfig, ClusterShared, ToRedis};
 
 /// Most queued items sent in one pipeline.
 const BATCH: usize = 1024;
+/// Largest message made of several for one channel (see [`Publisher::send`]).
+const MERGED_BYTES: usize = 256 * 1024;
 /// How long a peer-id claim lives unless renewed. A claim left behind (its release was dropped
 /// with a full queue) keeps the id from other instances for at most this long.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -135,15 +137,39 @@ impl Publisher<'_> {
     }
 
     /// Sends `batch` as one pipeline and answers its claims; `false` if Redis failed.
+    ///
+    /// Messages for one channel that follow each other in the batch go as one, a JSON array of
+    /// them (up to [`MERGED_BYTES`]): an instance that receives a burst (a thousand peers announcing
+    /// at once) handles it under one lock and writes each of its peers the whole burst at once,
+    /// instead of once per message. Only neighbours are merged, so the order holds.
     fn send(&mut self, connection: &mut redis::Connection, batch: &mut Vec<ToRedis>) -> bool {
         let mut pipe = redis::pipe();
         let mut claims = Vec::new();
         let alive_prefix = self.config.alive_key("");
+        let mut merging: Option<(String, Vec<String>, usize)> = None;
+        let publish = |pipe: &mut redis::Pipeline, merged: Option<(String, Vec<String>, usize)>| {
+            let Some((channel, mut texts, _)) = merged else { return };
+            let text =
+                if texts.len() == 1 { texts.pop().unwrap_or_default() } else { format!("[{}]", texts.join(",")) };
+            pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+        };
         for item in batch.drain(..) {
-            match item {
-                ToRedis::Publish { channel, text } => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+            if let ToRedis::Publish { channel, text } = item {
+                match &mut merging {
+                    Some((to, texts, bytes)) if *to == channel && *bytes + text.len() < MERGED_BYTES => {
+                        *bytes += text.len() + 1;
+                        texts.push(text);
+                    }
+                    _ => {
+                        let bytes = text.len();
+                        publish(&mut pipe, merging.replace((channel, vec![text], bytes)));
+                    }
                 }
+                continue;
+            }
+            publish(&mut pipe, merging.take());
+            match item {
+                ToRedis::Publish { .. } => {}
                 ToRedis::Heartbeat { channel, text } => {
                     let ttl = self.config.liveness.as_millis() as u64;
                     pipe.cmd("SET")
@@ -166,6 +192,7 @@ impl Publisher<'_> {
                 }
             }
         }
+        publish(&mut pipe, merging.take());
         let count = pipe.len() as u64;
         match pipe.query::<Vec<i64>>(connection) {
             Ok(granted) => {

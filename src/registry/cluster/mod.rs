@@ -357,8 +357,21 @@ impl Cluster {
 
     // ---- messages from other instances ----------------------------------------------------------
 
-    /// Handles one message that arrived through Redis.
+    /// Handles what arrived through Redis: one message, or several for one channel as a JSON array
+    /// (the publisher merges neighbours; `cluster/publisher.rs`).
     pub fn on_message(&mut self, text: &str, local: &dyn LocalPeers, now: Instant) {
+        static UNREADABLE: ThrottledLog = ThrottledLog::new();
+        if text.starts_with('[') {
+            match serde_json::from_str::<Vec<&RawValue>>(text) {
+                Ok(messages) => messages.into_iter().for_each(|m| self.on_one_message(m.get(), local, now)),
+                Err(err) => UNREADABLE.warn(|| format!("ignored an unreadable cluster message: {err}")),
+            }
+            return;
+        }
+        self.on_one_message(text, local, now);
+    }
+
+    fn on_one_message(&mut self, text: &str, local: &dyn LocalPeers, now: Instant) {
         static UNREADABLE: ThrottledLog = ThrottledLog::new();
         let message = match wire::parse_cluster_message(text) {
             Ok(message) => message,

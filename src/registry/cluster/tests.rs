@@ -243,3 +243,25 @@ fn an_instance_new_to_a_network_asks_who_is_there_before_announcing() {
     assert_eq!(answer.len(), 1);
     assert_eq!((answer[0].0, &*answer[0].1.kind, answer[0].1.members.len()), ("pp:instance:me2", "members", 1));
 }
+
+/// Several messages for one channel arrive as one JSON array (the publisher merges neighbours):
+/// each is handled, in order.
+#[test]
+fn a_merged_burst_is_handled_message_by_message() {
+    let now = Instant::now();
+    let (mine, first, second) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let local = Local::with(&[(mine, "n")]);
+    let mut cluster = cluster(now);
+    let burst = format!(
+        "[{},{},{}]",
+        announce_from("b", first, "n", 1),
+        announce_from("b", second, "n", 1),
+        wire::left("b", first.as_str(), "n", false, 1, "goodbye")
+    );
+    cluster.on_message(&burst, &local, now);
+    let effects = cluster.take_effects();
+    assert_eq!(arrived(&effects), vec![first, second]);
+    assert_eq!(left(&effects), vec![(first, "goodbye".to_string())]);
+    cluster.on_message("[not json", &local, now);
+    assert!(cluster.take_effects().is_empty());
+}
