@@ -64,13 +64,13 @@ impl Server {
 
         // Dropping `stop_threads` tells the sweeper and the hub threads to end.
         let (stop_threads, stop_signal) = crossbeam_channel::bounded::<()>(0);
-        let stop_signal_for_hubs = stop_signal.clone();
+        let stop_for_hub_and_cluster = stop_signal.clone();
         let sweeper = {
             let state = state.clone();
             spawn_named("sweeper", move || sweeper::run_sweeper(state, stop_signal))?
         };
         let hub_threads = if state.config.is_hub {
-            hub::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
+            hub::start(&state, &stop_for_hub_and_cluster).map_err(Error::Spawn)?
         } else {
             Vec::new()
         };
@@ -103,14 +103,11 @@ impl Server {
                 );
             }
         }
-        // Cluster mode: the publisher first (it is waited on at shutdown, for the farewell), then
-        // the subscriber, which ends by itself.
-        let mut cluster_threads = if state.cluster.is_some() {
-            crate::cluster::start(&state, &stop_signal_for_hubs).map_err(Error::Spawn)?
-        } else {
-            Vec::new()
+        // Cluster mode: the publisher is waited on at shutdown, for the farewell.
+        let cluster_publisher = match state.cluster {
+            Some(_) => Some(crate::cluster::start(&state, &stop_for_hub_and_cluster).map_err(Error::Spawn)?),
+            None => None,
         };
-        let cluster_publisher = (!cluster_threads.is_empty()).then(|| cluster_threads.remove(0));
         if let Some(cluster) = &state.cluster_config {
             log::info!("cluster instance {} (namespace {:?})", cluster.instance, cluster.namespace);
         }

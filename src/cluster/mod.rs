@@ -30,24 +30,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Time allowed to connect to Redis, and for one command or pipeline to be answered.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Starts the publisher and the subscriber; they stop when `stop` is dropped. The publisher's
-/// handle is returned first, for shutdown to wait on its farewell.
-pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let mut threads = Vec::new();
+/// Starts the publisher and the subscriber; they stop when `stop` is dropped. Returns the
+/// publisher's handle, for shutdown to wait on its farewell; the subscriber ends by itself.
+pub(crate) fn start(state: &Arc<ServerState>, stop: &Receiver<()>) -> std::io::Result<JoinHandle<()>> {
     let (publisher_state, publisher_stop) = (state.clone(), stop.clone());
     let publisher = thread::Builder::new().name("cluster-publisher".into()).stack_size(REDIS_THREAD_STACK);
-    threads.push(
-        publisher
-            .spawn(move || contain_panic("cluster-publisher", || publisher::run(&publisher_state, &publisher_stop)))?,
-    );
+    let publisher = publisher
+        .spawn(move || contain_panic("cluster-publisher", || publisher::run(&publisher_state, &publisher_stop)))?;
     let (subscriber_state, subscriber_stop) = (state.clone(), stop.clone());
     let subscriber = thread::Builder::new().name("cluster-subscriber".into()).stack_size(REDIS_THREAD_STACK);
-    threads.push(
-        subscriber.spawn(move || {
-            contain_panic("cluster-subscriber", || subscriber::run(&subscriber_state, &subscriber_stop))
-        })?,
-    );
-    Ok(threads)
+    subscriber
+        .spawn(move || contain_panic("cluster-subscriber", || subscriber::run(&subscriber_state, &subscriber_stop)))?;
+    Ok(publisher)
 }
 
 /// Claims `peer`'s id for this instance, waiting at most [`CLAIM_WAIT`]. Runs on the new

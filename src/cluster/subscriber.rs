@@ -12,6 +12,7 @@
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
+use redis::{PubSub, RedisResult};
 
 use crate::cluster::{client, connect, stopped};
 use crate::context::ServerState;
@@ -21,56 +22,13 @@ const CHANNELS_PER_SUBSCRIBE: usize = 256;
 
 /// Runs until `stop` is dropped.
 pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
-    let (Some(shared), Some(config), Some(url)) =
-        (state.cluster.as_ref(), state.cluster_config.as_ref(), state.config.cluster_redis_url.as_deref())
-    else {
+    let (Some(shared), Some(url)) = (state.cluster.as_ref(), state.config.cluster_redis_url.as_deref()) else {
         return;
     };
     let Ok(client) = client(&state.config) else { return }; // the publisher says why
     let shown = crate::config::redis_url_for_display(url);
     while let Some(mut connection) = connect(&client, "subscriber", shared, stop) {
-        let mut pubsub = connection.as_pubsub();
-        let result = (|| -> redis::RedisResult<()> {
-            pubsub.set_read_timeout(Some(config.liveness))?;
-            pubsub.subscribe(&[config.cluster_channel(), config.instance_channel(&config.instance)])?;
-            let networks = state.registry.cluster_networks();
-            for chunk in networks.chunks(CHANNELS_PER_SUBSCRIBE) {
-                pubsub.subscribe(chunk.iter().map(|n| config.network_channel(n)).collect::<Vec<_>>())?;
-            }
-            shared.subscriber_up.store(true, Ordering::Release);
-            log::info!("cluster: following {} networks through Redis at {shown}", networks.len());
-            state.registry.cluster_connection_restored();
-            loop {
-                if stopped(stop) {
-                    return Ok(());
-                }
-                match pubsub.get_message() {
-                    Ok(message) => {
-                        shared.received.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
-                            state.registry.cluster_message(text);
-                        }
-                    }
-                    // Silence for a whole TTL: this instance's own heartbeats stopped arriving.
-                    // Redis may be stuck or the publisher away; a ping tells which.
-                    Err(err) if err.is_timeout() => {
-                        pubsub.ping::<String>()?;
-                    }
-                    Err(err) => return Err(err),
-                }
-                if shared.subscriptions_pending.load(Ordering::Acquire) {
-                    for (network, follow) in state.registry.cluster_subscription_changes() {
-                        let channel = config.network_channel(&network);
-                        if follow {
-                            pubsub.subscribe(&channel)?;
-                            state.registry.cluster_subscribed(&network);
-                        } else {
-                            pubsub.unsubscribe(&channel)?;
-                        }
-                    }
-                }
-            }
-        })();
+        let result = follow(&mut connection.as_pubsub(), state, &shown, stop);
         let was_up = shared.subscriber_up.swap(false, Ordering::AcqRel);
         state.registry.cluster_connection_lost();
         match result {
@@ -81,4 +39,49 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
             Err(err) => log::warn!("cluster subscriber: Redis failed ({err}); retrying"),
         }
     }
+}
+
+/// Subscribes to everything this instance follows, catches up, then hands each message to the
+/// registry until Redis fails (`Err`) or the server stops (`Ok`).
+fn follow(pubsub: &mut PubSub<'_>, state: &ServerState, shown: &str, stop: &Receiver<()>) -> RedisResult<()> {
+    let (Some(shared), Some(config)) = (state.cluster.as_ref(), state.cluster_config.as_ref()) else {
+        return Ok(());
+    };
+    pubsub.set_read_timeout(Some(config.liveness))?;
+    pubsub.subscribe(&[config.cluster_channel(), config.instance_channel(&config.instance)])?;
+    let networks = state.registry.cluster_networks();
+    for chunk in networks.chunks(CHANNELS_PER_SUBSCRIBE) {
+        pubsub.subscribe(chunk.iter().map(|n| config.network_channel(n)).collect::<Vec<_>>())?;
+    }
+    shared.subscriber_up.store(true, Ordering::Release);
+    log::info!("cluster: following {} networks through Redis at {shown}", networks.len());
+    state.registry.cluster_connection_restored();
+    while !stopped(stop) {
+        match pubsub.get_message() {
+            Ok(message) => {
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
+                    state.registry.cluster_message(text);
+                }
+            }
+            // Silence for a whole TTL: this instance's own heartbeats stopped arriving. Redis may
+            // be stuck or the publisher away; a ping tells which.
+            Err(err) if err.is_timeout() => {
+                pubsub.ping::<String>()?;
+            }
+            Err(err) => return Err(err),
+        }
+        if shared.subscriptions_pending.load(Ordering::Acquire) {
+            for (network, start) in state.registry.cluster_subscription_changes() {
+                let channel = config.network_channel(&network);
+                if start {
+                    pubsub.subscribe(&channel)?;
+                    state.registry.cluster_subscribed(&network);
+                } else {
+                    pubsub.unsubscribe(&channel)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
