@@ -14,9 +14,19 @@ impl State {
     /// Cluster mode: runs `work` on the cluster state, with a view of this instance's own peers,
     /// then does what it asked (queueing, as everything under the lock). `None` when not in a cluster.
     pub(super) fn with_cluster<R>(&mut self, work: impl FnOnce(&mut Cluster, &LocalView<'_>) -> R) -> Option<R> {
+        let State { peers, networks, cluster, .. } = self;
+        let result = work(cluster.as_mut()?, &LocalView { peers, networks });
+        self.carry_out_cluster_effects();
+        Some(result)
+    }
+
+    /// Does what the cluster state asked for. Never inlined: `with_cluster` is called on a peer's
+    /// reader (announce, leave), and this much code inlined there would deepen the reader's stack
+    /// for every peer, clustered or not (docs/performance.md, "What a peer costs").
+    #[inline(never)]
+    fn carry_out_cluster_effects(&mut self) {
         let State { peers, networks, cluster, cluster_shared, .. } = self;
-        let (cluster, shared) = (cluster.as_mut()?, cluster_shared.as_ref()?);
-        let result = work(cluster, &LocalView { peers, networks });
+        let (Some(cluster), Some(shared)) = (cluster.as_mut(), cluster_shared.as_ref()) else { return };
         for effect in cluster.take_effects() {
             match effect {
                 Effect::Publish { channel, text } => {
@@ -56,7 +66,6 @@ impl State {
             let text = protocol::cluster::bare("wake", &config.instance);
             shared.send(ToRedis::Publish { channel: config.instance_channel(&config.instance), text });
         }
-        Some(result)
     }
 }
 

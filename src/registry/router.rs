@@ -18,6 +18,11 @@ use crate::registry::{Route, RouteError};
 const MAX_ECHOED_LEN: usize = 64;
 
 /// Handles one text frame from `from`.
+///
+/// Never inlined: it runs on the peer's reader thread, and inlined into the reader loop it would
+/// make that loop's frame, which every frame below it (the handshake's too) sits under, deeper, and
+/// cost each idle peer a third page of touched stack (docs/performance.md, "What a peer costs").
+#[inline(never)]
 pub(crate) fn handle_text(state: &ServerState, from: &PeerHandle, text: &str) {
     state.messages_handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let message = match protocol::parse_client_message(text) {
