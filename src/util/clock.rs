@@ -10,6 +10,20 @@ pub(crate) fn unix_millis() -> u64 {
     since_epoch(SystemTime::now()).as_millis() as u64
 }
 
+/// Stamps for a server's own announcements: microseconds since the epoch, strictly increasing, so
+/// that a later announcement of a peer wins over an earlier one on any server (hub or instance).
+#[derive(Debug, Default)]
+pub(crate) struct AnnouncementStamps {
+    last: u64,
+}
+
+impl AnnouncementStamps {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.last = (unix_millis() * 1000).max(self.last + 1);
+        self.last
+    }
+}
+
 /// `time` as an ISO-8601 UTC string with millisecond precision, e.g. `2026-11-24T17:41:00.123Z`,
 /// the format of JavaScript's `Date.prototype.toISOString()`.
 pub(crate) fn iso8601(time: SystemTime) -> String {
@@ -49,6 +63,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcement_stamps_always_increase() {
+        let mut stamps = AnnouncementStamps::default();
+        let (first, second) = (stamps.next(), stamps.next());
+        assert!(second > first && first >= unix_millis().saturating_sub(1000) * 1000);
+    }
 
     #[test]
     fn formats_the_epoch() {

@@ -39,7 +39,7 @@ use crate::protocol::cluster::{self as wire, ClusterMessage, Member};
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
 use crate::registry::mesh::LocalPeers;
-use crate::util::clock::unix_millis;
+use crate::util::clock::AnnouncementStamps;
 use crate::util::throttled_log::ThrottledLog;
 
 /// Most other instances followed at once; heartbeats of further ones are ignored (a cluster this
@@ -136,7 +136,7 @@ pub struct Cluster {
     /// Networks to start (`true`) or stop (`false`) following, not yet taken by the subscriber.
     subscription_changes: HashMap<Arc<str>, bool>,
     connected: bool,
-    last_stamp: u64,
+    stamps: AnnouncementStamps,
     next_heartbeat: Instant,
     effects: Vec<Effect>,
 }
@@ -150,7 +150,7 @@ impl Cluster {
             instances: HashMap::new(),
             subscription_changes: HashMap::new(),
             connected: false,
-            last_stamp: 0,
+            stamps: AnnouncementStamps::default(),
             next_heartbeat: now,
             effects: Vec::new(),
         }
@@ -165,11 +165,9 @@ impl Cluster {
         std::mem::take(&mut self.effects)
     }
 
-    /// A stamp for a local announcement: microseconds since the epoch, strictly increasing, so
-    /// that a later announcement of a peer wins over an earlier one on any instance.
+    /// A stamp for a local announcement ([`AnnouncementStamps`]).
     pub fn next_stamp(&mut self) -> u64 {
-        self.last_stamp = (unix_millis() * 1000).max(self.last_stamp + 1);
-        self.last_stamp
+        self.stamps.next()
     }
 
     /// Peers of other instances known.
@@ -380,7 +378,8 @@ impl Cluster {
                 return;
             }
         };
-        if *message.instance == *self.config.instance || message.kind == "wake" {
+        // This instance's own messages (echoes on network channels, its `wake`s) tell it nothing.
+        if *message.instance == *self.config.instance {
             return;
         }
         let Some(instance) = self.hear(&message.instance, now) else { return };

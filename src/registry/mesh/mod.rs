@@ -51,7 +51,7 @@ use serde_json::value::RawValue;
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, LinkMessage, PeerFields, Relay, SignalKind};
 use crate::registry::mesh::seen::{SEEN_TTL, SeenIds};
-use crate::util::clock::unix_millis;
+use crate::util::clock::{AnnouncementStamps, unix_millis};
 use crate::util::throttled_log::ThrottledLog;
 
 /// How long a departed peer's tombstone stops late copies of its discovery.
@@ -231,7 +231,7 @@ pub struct Mesh {
     /// When each hub was last heard from.
     heard: HashMap<PeerId, Instant>,
     seen: SeenIds,
-    last_stamp: u64,
+    stamps: AnnouncementStamps,
     /// Reachability checks by probe id (see the module docs).
     checks: HashMap<u64, ReachCheck>,
     /// Checks decided, and hubs found cut off by them, since start (for `/hubstats`).
@@ -255,7 +255,7 @@ impl Mesh {
             tombstones: HashMap::new(),
             heard: HashMap::new(),
             seen: SeenIds::new(now),
-            last_stamp: 0,
+            stamps: AnnouncementStamps::default(),
             checks: HashMap::new(),
             checks_decided: 0,
             hubs_cut_off: 0,
@@ -283,11 +283,9 @@ impl Mesh {
         self.config.hub_token_set
     }
 
-    /// A stamp for a local announcement: microseconds since the epoch, strictly increasing, so that
-    /// a later announcement of a peer (here or on another hub) wins over an earlier one.
+    /// A stamp for a local announcement ([`AnnouncementStamps`]).
     pub fn next_stamp(&mut self) -> u64 {
-        self.last_stamp = (unix_millis() * 1000).max(self.last_stamp + 1);
-        self.last_stamp
+        self.stamps.next()
     }
 
     /// Remote peers known.
