@@ -7,15 +7,22 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, peer_id::PeerId};
-use crate::registry::cluster::{Cluster, Effect, ToRedis};
+use crate::registry::cluster::{Cluster, ClusterShared, Effect, ToRedis};
 use crate::registry::{LocalView, RegisterError, Registry, State};
+
+/// Cluster mode's part of the registry's state: the state shared with the other instances, and the
+/// queue towards Redis its messages go into.
+pub(crate) struct InCluster {
+    pub(super) state: Cluster,
+    pub(super) to_redis: Arc<ClusterShared>,
+}
 
 impl State {
     /// Cluster mode: runs `work` on the cluster state, with a view of this instance's own peers,
     /// then does what it asked (queueing, as everything under the lock). `None` when not in a cluster.
     pub(super) fn with_cluster<R>(&mut self, work: impl FnOnce(&mut Cluster, &LocalView<'_>) -> R) -> Option<R> {
         let State { peers, networks, cluster, .. } = self;
-        let result = work(cluster.as_mut()?, &LocalView { peers, networks });
+        let result = work(&mut cluster.as_mut()?.state, &LocalView { peers, networks });
         self.carry_out_cluster_effects();
         Some(result)
     }
@@ -25,8 +32,8 @@ impl State {
     /// for every peer, clustered or not (docs/performance.md, "What a peer costs").
     #[inline(never)]
     fn carry_out_cluster_effects(&mut self) {
-        let State { peers, networks, cluster, cluster_shared, .. } = self;
-        let (Some(cluster), Some(shared)) = (cluster.as_mut(), cluster_shared.as_ref()) else { return };
+        let State { peers, networks, cluster, .. } = self;
+        let Some(InCluster { state: cluster, to_redis: shared }) = cluster.as_mut() else { return };
         for effect in cluster.take_effects() {
             match effect {
                 Effect::Publish { channel, text } => {
@@ -106,7 +113,7 @@ impl Registry {
     pub fn cluster_networks(&self) -> Vec<Arc<str>> {
         let mut state = self.lock();
         state.with_cluster(|cluster, _| cluster.take_subscription_changes());
-        if let Some(shared) = &state.cluster_shared {
+        if let Some(InCluster { to_redis: shared, .. }) = &state.cluster {
             shared.subscriptions_pending.store(false, Ordering::Release);
         }
         state.networks.keys().cloned().collect()
@@ -115,7 +122,7 @@ impl Registry {
     /// The networks to start (`true`) and stop (`false`) following.
     pub fn cluster_subscription_changes(&self) -> Vec<(Arc<str>, bool)> {
         let mut state = self.lock();
-        if let Some(shared) = &state.cluster_shared {
+        if let Some(InCluster { to_redis: shared, .. }) = &state.cluster {
             shared.subscriptions_pending.store(false, Ordering::Release);
         }
         state.with_cluster(|cluster, _| cluster.take_subscription_changes()).unwrap_or_default()
@@ -139,7 +146,7 @@ impl Registry {
     /// Other instances alive and peers known on them, for `/stats` and `/metrics`.
     pub fn cluster_counts(&self) -> Option<(usize, usize)> {
         let state = self.lock();
-        state.cluster.as_ref().map(|cluster| (cluster.live_instances(), cluster.remote_count()))
+        state.cluster.as_ref().map(|cluster| (cluster.state.live_instances(), cluster.state.remote_count()))
     }
 
     /// Closes the local connection of `peer` whose id another instance holds.

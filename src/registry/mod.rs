@@ -33,6 +33,7 @@ use crate::peer::outbox::{DeferWrites, PeerHandle};
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
 use crate::registry::cluster::{Cluster, ClusterConfig, ClusterShared, SignalRefusal, ToRedis};
+use crate::registry::cluster_mode::InCluster;
 use crate::registry::mesh::{
     AnnouncedPeer, Direction, LinkEvent, LinkId, LinkInfo, LocalPeers, Mesh, MeshConfig, Outgoing,
 };
@@ -117,8 +118,7 @@ pub(crate) struct State {
     mesh: Option<Mesh>,
     links: HashMap<LinkId, Arc<PeerHandle>>,
     /// Cluster mode: the state shared with the other instances, and the queue towards Redis.
-    cluster: Option<Cluster>,
-    cluster_shared: Option<Arc<ClusterShared>>,
+    cluster: Option<InCluster>,
     shutting_down: bool,
 }
 
@@ -140,17 +140,13 @@ impl Registry {
         mesh: Option<MeshConfig>,
         cluster: Option<(ClusterConfig, Arc<ClusterShared>)>,
     ) -> Registry {
-        let (cluster, cluster_shared) = match cluster {
-            Some((config, shared)) => (Some(Cluster::new(config, Instant::now())), Some(shared)),
-            None => (None, None),
-        };
         let state = State {
             peers: HashMap::new(),
             networks: HashMap::new(),
             mesh: mesh.map(|config| Mesh::new(config, Instant::now())),
             links: HashMap::new(),
-            cluster,
-            cluster_shared,
+            cluster: cluster
+                .map(|(config, to_redis)| InCluster { state: Cluster::new(config, Instant::now()), to_redis }),
             shutting_down: false,
         };
         Registry {
@@ -233,7 +229,7 @@ impl Registry {
         let network = state.join_network(peer, network);
         let seq = match (&mut state.mesh, &mut state.cluster) {
             (Some(mesh), _) => mesh.next_stamp(),
-            (None, Some(cluster)) => cluster.next_stamp(),
+            (None, Some(cluster)) => cluster.state.next_stamp(),
             (None, None) => 0,
         };
         if let Some(entry) = state.peers.get_mut(&peer) {
@@ -251,7 +247,7 @@ impl Registry {
             // The members' news is one message built once; the newcomer's list is one block.
             let arrived = Arc::new(protocol::peer_discovered_to_each(&ours.discovery, &network));
             let members_here = state.networks.get(&network);
-            let remote = state.cluster.as_ref().map_or(0, |cluster| cluster.remote_member_count(&network));
+            let remote = state.cluster.as_ref().map_or(0, |cluster| cluster.state.remote_member_count(&network));
             let others = members_here.map_or(0, |members| members.len().saturating_sub(1)) + remote;
             // Each member's message is about as long as the newcomer's own news.
             let mut members = protocol::Batch::with_capacity(others, others * (arrived.len() + 16));
@@ -265,7 +261,7 @@ impl Registry {
                 }
             }
             // Cluster mode: the members on the other instances too.
-            for theirs in state.cluster.iter().flat_map(|cluster| cluster.remote_members(&network)) {
+            for theirs in state.cluster.iter().flat_map(|cluster| cluster.state.remote_members(&network)) {
                 members.push_peer_discovered(&theirs.discovery, &network, newcomer.handle.peer_id);
             }
             newcomer.handle.send_batch(members);
@@ -335,12 +331,11 @@ impl Registry {
         }
         if let Some(cluster) = &mut state.cluster {
             let (channel, text) =
-                cluster.signal(kind, sender, target, network, data).map_err(|refusal| match refusal {
+                cluster.state.signal(kind, sender, target, network, data).map_err(|refusal| match refusal {
                     SignalRefusal::UnknownTarget => RouteError::UnknownTarget,
                     SignalRefusal::Unavailable => RouteError::ClusterUnavailable,
                 })?;
-            let sent =
-                state.cluster_shared.as_ref().is_some_and(|shared| shared.send(ToRedis::Publish { channel, text }));
+            let sent = cluster.to_redis.send(ToRedis::Publish { channel, text });
             return if sent { Ok(Route::Relayed) } else { Err(RouteError::ClusterUnavailable) };
         }
         let now = Instant::now();
@@ -432,7 +427,7 @@ impl Registry {
     /// How many peers of other hubs (or cluster instances) this server knows.
     pub fn remote_peer_count(&self) -> usize {
         let state = self.lock();
-        state.mesh.as_ref().map_or(0, Mesh::remote_count) + state.cluster.as_ref().map_or(0, Cluster::remote_count)
+        state.mesh.as_ref().map_or(0, Mesh::remote_count) + state.cluster.as_ref().map_or(0, |c| c.state.remote_count())
     }
 
     /// The open hub links, for shutdown to close.
@@ -559,8 +554,8 @@ impl State {
         }
         // Cluster mode: the id is free for any instance again. If the queue is full, the claim
         // lapses by itself (`cluster/publisher.rs`, CLAIM_TTL).
-        if let Some(shared) = &self.cluster_shared {
-            shared.send(ToRedis::Release { peer });
+        if let Some(cluster) = &self.cluster {
+            cluster.to_redis.send(ToRedis::Release { peer });
         }
     }
 
