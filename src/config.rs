@@ -464,11 +464,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "CLUSTER_REDIS_URL",
         meaning: "cluster mode: `redis://[:password@]host:port[/db]` (or `rediss://` for TLS) of the Redis the instances share (see Running a cluster)",
-        show: |c| c.cluster_redis_url.as_deref().map_or_else(|| "(none: runs alone)".into(), redis_url_for_display),
+        show: |c| c.cluster_redis_url.as_deref().map_or_else(|| "(none: runs alone)".into(), url_for_display),
         read: |c, v| {
             let url = single_token(v)?;
             if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                return Err(format!("expected a redis:// or rediss:// URL, got {:?}", redis_url_for_display(&url)));
+                return Err(format!("expected a redis:// or rediss:// URL, got {:?}", url_for_display(&url)));
             }
             c.cluster_redis_url = Some(url);
             Ok(())
@@ -648,25 +648,16 @@ impl LogFormat {
     }
 }
 
-/// `url` as logs and `/hubstats` may show it: scheme, host and port only. A bootstrap URL may carry
-/// a credential in its path or query (`ws://hub/mesh/<HUB_TOKEN>`, `?token=`), and neither the logs
-/// nor an HTTP caller may see it.
+/// `url` as logs and HTTP replies may show it: scheme, host and port only. A URL may carry a
+/// credential in its user part (`redis://:<password>@host`), its path or its query
+/// (`ws://hub/mesh/<HUB_TOKEN>`, `?token=`), and neither the logs nor an HTTP caller may see it.
 pub fn url_for_display(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |at| at + 3);
-    match url[after_scheme..].find(['/', '?', '#']) {
-        Some(at) if url.len() > after_scheme + at + 1 => format!("{}/…", &url[..after_scheme + at]),
-        Some(at) => url[..after_scheme + at].to_string(),
-        None => url.to_string(),
-    }
-}
-
-/// A Redis URL as logs may show it: scheme, host and port, without the password.
-pub fn redis_url_for_display(url: &str) -> String {
     let after_scheme = url.find("://").map_or(0, |at| at + 3);
     let rest = &url[after_scheme..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
-    format!("{}{host}", &url[..after_scheme])
+    let hidden = if rest.len() > authority_end + 1 { "/…" } else { "" };
+    format!("{}{host}{hidden}", &url[..after_scheme])
 }
 
 /// The settings with the values of `config`, as one line for the start-up log (secrets redacted).
@@ -849,6 +840,8 @@ mod tests {
         assert_eq!(url_for_display("ws://hub:3000?token=s3cret"), "ws://hub:3000/…");
         assert_eq!(url_for_display("ws://hub:3000"), "ws://hub:3000");
         assert_eq!(url_for_display("ws://hub:3000/"), "ws://hub:3000");
+        assert_eq!(url_for_display("rediss://:s3cret@redis:6380"), "rediss://redis:6380");
+        assert_eq!(url_for_display("redis://user:s3cret@redis:6379/2"), "redis://redis:6379/…");
         let config =
             from(&[("BOOTSTRAP_HUBS", "ws://a:1/mesh/k3y,ws://b:2"), ("HUB_TOKEN", "k3y"), ("AUTH_TOKEN", "t0k")])
                 .unwrap();

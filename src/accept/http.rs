@@ -171,7 +171,7 @@ fn cluster_stats(state: &ServerState) -> serde_json::Value {
     json!({
         "instance": config.instance,
         "namespace": config.namespace,
-        "redis": crate::config::redis_url_for_display(state.config.cluster_redis_url.as_deref().unwrap_or_default()),
+        "redis": crate::config::url_for_display(state.config.cluster_redis_url.as_deref().unwrap_or_default()),
         "subscriberConnected": shared.subscriber_up.load(relaxed),
         "publisherConnected": shared.publisher_up.load(relaxed),
         "otherInstances": instances,

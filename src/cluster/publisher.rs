@@ -47,7 +47,7 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
     else {
         return;
     };
-    let shown = crate::config::redis_url_for_display(url);
+    let shown = crate::config::url_for_display(url);
     let client = match client(&state.config) {
         Ok(client) => client,
         Err(err) => {

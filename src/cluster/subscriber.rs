@@ -26,7 +26,7 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
         return;
     };
     let Ok(client) = client(&state.config) else { return }; // the publisher says why
-    let shown = crate::config::redis_url_for_display(url);
+    let shown = crate::config::url_for_display(url);
     while let Some(mut connection) = connect(&client, "subscriber", shared, stop) {
         let result = follow(&mut connection.as_pubsub(), state, &shown, stop);
         let was_up = shared.subscriber_up.swap(false, Ordering::AcqRel);
