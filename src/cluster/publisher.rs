@@ -55,8 +55,9 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
             return;
         }
     };
-    let mut publisher = Publisher { state, shared, config, next_refresh: Instant::now(), last_resync: None };
-    let mut dropped_seen = shared.dropped_queue_full.load(Ordering::Relaxed);
+    let dropped_seen = shared.dropped_queue_full.load(Ordering::Relaxed);
+    let mut publisher =
+        Publisher { state, shared, config, next_refresh: Instant::now(), last_resync: None, dropped_seen };
     let mut first = true;
     while let Some(mut connection) = connect(&client, "publisher", shared, stop) {
         log::info!("cluster: publishing to Redis at {shown} as instance {}", config.instance);
@@ -66,7 +67,7 @@ pub(crate) fn run(state: &ServerState, stop: &Receiver<()>) {
         }
         first = false;
         publisher.next_refresh = Instant::now();
-        let ended = publisher.serve(&mut connection, stop, &mut dropped_seen);
+        let ended = publisher.serve(&mut connection, stop);
         shared.publisher_up.store(false, Ordering::Release);
         if ended {
             return;
@@ -80,11 +81,13 @@ struct Publisher<'a> {
     config: &'a ClusterConfig,
     next_refresh: Instant,
     last_resync: Option<Instant>,
+    /// Messages dropped on a full queue as of the last resync.
+    dropped_seen: u64,
 }
 
 impl Publisher<'_> {
     /// Sends until Redis fails (`false`) or the server stops (`true`).
-    fn serve(&mut self, connection: &mut redis::Connection, stop: &Receiver<()>, dropped_seen: &mut u64) -> bool {
+    fn serve(&mut self, connection: &mut redis::Connection, stop: &Receiver<()>) -> bool {
         let queued = &self.shared.queued;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -114,10 +117,10 @@ impl Publisher<'_> {
             // Messages were dropped on a full queue: once there is room, publish the peers again,
             // at most once a heartbeat, so that the others' view is whole again.
             let dropped = self.shared.dropped_queue_full.load(Ordering::Relaxed);
-            if dropped != *dropped_seen && queued.len() < queued.capacity().unwrap_or(usize::MAX) / 2 {
+            if dropped != self.dropped_seen && queued.len() < queued.capacity().unwrap_or(usize::MAX) / 2 {
                 let due = self.last_resync.is_none_or(|at| at.elapsed() >= self.config.liveness / 3);
                 if due {
-                    *dropped_seen = dropped;
+                    self.dropped_seen = dropped;
                     self.resync();
                 }
             }

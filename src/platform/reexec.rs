@@ -1,9 +1,8 @@
 //! The binary's allocator settings that glibc reads only while loading the program: no per-thread
 //! cache of freed chunks (tcache), a 4 MiB cache of ended threads' stacks, and no room for
-//! later-loaded libraries at the top of every thread's stack. With a mostly idle
-//! thread per peer they are a third of a peer's memory (11.3-11.5 against 17.8-17.9 KiB, 1,000
-//! peers in 10 networks, 0.5 s after discovery; docs/performance.md), and there is no way to set
-//! them in-process:
+//! later-loaded libraries at the top of every thread's stack. With a mostly idle thread per peer
+//! they are a large part of a peer's memory (figures in docs/performance.md, "Each workaround, with
+//! and without"), and there is no way to set them in-process:
 //! glibc reads them from the `GLIBC_TUNABLES` environment variable at start, so the binary
 //! re-executes itself once with it set (same pid, same arguments). A `GLIBC_TUNABLES` that is
 //! already set, even to an empty string, is left alone: that is how an operator keeps glibc's
@@ -12,9 +11,9 @@
 /// The tunables only the loader reads: no per-thread cache, a 4 MiB cache of ended threads'
 /// stacks (the arena limit is set in-process, by `malloc.rs`), and no room kept at the top of every
 /// thread's stack for libraries that might be loaded later: one namespace for them (`rtld.nns=1`,
-/// glibc's default keeps four) and no optional static TLS. glibc puts that room, 1.4 KiB, above the
-/// thread's first frame, in the same pages; without it a reader that has signalled stays within two
-/// pages of stack instead of touching a third (docs/performance.md, "What a peer costs"). The
+/// glibc's default keeps four) and no optional static TLS. glibc puts that room above the thread's
+/// first frame, in the same pages, so it decides whether a reader that has signalled stays within
+/// two pages of stack (docs/performance.md, "What a peer costs"). The
 /// server loads no library after start but the NSS modules of a name lookup, which need none of it.
 pub const TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.pthread.stack_cache_size=4194304:\
                             glibc.rtld.nns=1:glibc.rtld.optional_static_tls=0";

@@ -164,20 +164,6 @@ impl Redis {
         let text = String::from_utf8_lossy(&reply[..read]).into_owned();
         text.lines().next().map(str::to_string)
     }
-
-    /// Redis's own CPU time so far (user + system seconds), from `INFO cpu`.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-        stream.write_all(b"INFO cpu\r\n").ok()?;
-        let mut reply = vec![0u8; 4096];
-        let read = stream.read(&mut reply).ok()?;
-        let text = String::from_utf8_lossy(&reply[..read]).into_owned();
-        let field = |name: &str| -> Option<f64> {
-            text.lines().find_map(|line| line.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        };
-        Some(field("used_cpu_user:")? + field("used_cpu_sys:")?)
-    }
 }
 
 impl Drop for Redis {
