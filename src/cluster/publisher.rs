@@ -90,8 +90,13 @@ impl Publisher<'_> {
     fn serve(&mut self, connection: &mut redis::Connection, stop: &Receiver<()>) -> bool {
         let queued = &self.shared.queued;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut next_tick = Instant::now();
         loop {
-            let wait = self.state.registry.cluster_tick();
+            // The cluster's timed work takes the registry lock: only when it is due, not per batch.
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.state.registry.cluster_tick();
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now());
             let stopping = match queued.recv_timeout(wait.min(Duration::from_secs(1))) {
                 Ok(item) => {
                     batch.push(item);
