@@ -7,15 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, peer_id::PeerId};
-use crate::registry::cluster::{Cluster, ClusterShared, Effect, ToRedis};
-use crate::registry::{LocalView, RegisterError, Registry, State};
-
-/// Cluster mode's part of the registry's state: the state shared with the other instances, and the
-/// queue towards Redis its messages go into.
-pub(crate) struct InCluster {
-    pub(super) state: Cluster,
-    pub(super) to_redis: Arc<ClusterShared>,
-}
+use crate::registry::cluster::{Cluster, Effect, ToRedis};
+use crate::registry::{InCluster, LocalView, RegisterError, Registry, State};
 
 impl State {
     /// Cluster mode: runs `work` on the cluster state, with a view of this instance's own peers,

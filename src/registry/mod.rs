@@ -33,7 +33,6 @@ use crate::peer::outbox::{DeferWrites, PeerHandle};
 use crate::protocol::peer_id::PeerId;
 use crate::protocol::{self, SignalKind};
 use crate::registry::cluster::{Cluster, ClusterConfig, ClusterShared, SignalRefusal, ToRedis};
-use crate::registry::cluster_mode::InCluster;
 use crate::registry::mesh::{
     AnnouncedPeer, Direction, LinkEvent, LinkId, LinkInfo, LocalPeers, Mesh, MeshConfig, Outgoing,
 };
@@ -120,6 +119,13 @@ pub(crate) struct State {
     /// Cluster mode: the state shared with the other instances, and the queue towards Redis.
     cluster: Option<InCluster>,
     shutting_down: bool,
+}
+
+/// Cluster mode's part of the registry's state: the state shared with the other instances, and the
+/// queue towards Redis its messages go into (`cluster_mode.rs` carries out what it asks).
+pub(crate) struct InCluster {
+    state: Cluster,
+    to_redis: Arc<ClusterShared>,
 }
 
 /// The server's table of peers and networks.
