@@ -173,7 +173,12 @@ impl Client {
     pub fn drain(&mut self) -> Vec<Value> {
         self.send(json!({"type": "ping"}));
         let mut before = Vec::new();
+        // Bounded as a whole, not only per message: a server that keeps sending (heartbeats) but
+        // never answers this ping (it dropped it as over a rate limit) must fail the test, not hang
+        // it. Generous, for a server still working through a flood the test sent before the ping.
+        let deadline = Instant::now() + WAIT * 4;
         loop {
+            assert!(Instant::now() < deadline, "{}: no pong in time ({} other messages)", self.short(), before.len());
             match self.next() {
                 Some(message) if message["type"] == "pong" => return before,
                 Some(message) => before.push(message),
