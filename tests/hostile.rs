@@ -284,8 +284,9 @@ fn out_of_threads_refuses_newcomers_but_still_answers_health() {
         peer.expect_close();
     }
     wait_stat(addr, "connections", json!(1));
-    // Their threads end a moment after they are unregistered (the last one is this request's).
-    wait_json(addr, "/stats", "the departed peers' threads to end", |stats| stats["connectionThreads"] == 2);
+    // Their threads end a moment after they are unregistered (the request asking is answered by the
+    // HTTP desk, which takes no thread of its own).
+    wait_json(addr, "/stats", "the departed peers' threads to end", |stats| stats["connectionThreads"] == 1);
     pair_still_works(addr);
 }
 
@@ -694,6 +695,33 @@ fn slow_heads_from_some_addresses_do_not_lock_out_the_others() {
         assert_eq!(http_get(addr, "/health").status, 200);
     }
     assert!(http_get(addr, "/stats").json()["pendingHandshakes"].as_u64() <= Some(30));
+}
+
+/// A monitor that sends its request a moment after connecting, while the only handshake place of its
+/// address is held by a silent client: the acceptor holds the monitor's connection until its
+/// request arrives and hands it to the HTTP desk, which needs no place. Sent the usual way, as soon
+/// as it was accepted, it would have needed a place and been closed unanswered.
+#[test]
+fn a_request_sent_a_moment_after_connecting_is_answered_without_a_handshake_place() {
+    let server = start_with(|c| {
+        c.max_pending_handshakes = 1;
+        c.max_pending_handshakes_per_ip = 1;
+    });
+    let addr = server.local_addr();
+    let _silent = TcpStream::connect(addr).unwrap();
+    wait_json(addr, "/stats", "the place taken", |s| s["pendingHandshakes"] == 1);
+    for _ in 0..5 {
+        let mut monitor = TcpStream::connect(addr).unwrap();
+        // The client's own pause, not a wait for the server: it speaks a moment after connecting.
+        std::thread::sleep(Duration::from_millis(5));
+        monitor.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        monitor.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reply = String::new();
+        let _ = monitor.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    }
+    // All the while, the silent client held the one place.
+    assert_eq!(http_get(addr, "/stats").json()["pendingHandshakes"], 1);
 }
 
 /// Peers that never read, several of them: together they may hold at most `MAX_TOTAL_QUEUED_BYTES`;

@@ -1,17 +1,17 @@
 //! The HTTP desk: one long-lived thread that answers plain HTTP requests (`/health`, `/stats`, ...)
-//! whose whole head had already arrived when the connection was accepted.
+//! whose whole head has arrived by the time the acceptor looks.
 //!
 //! Every other connection gets a thread of its own (see `listener`), which is what lets a slow
 //! client hold up nobody but itself. But while thousands of peers connect at once, a new thread can
 //! wait long to run for the first time (docs/performance.md); the desk is already running, so a
 //! request that is complete on arrival is answered without one. The acceptor looks at the request
-//! (a peek, [`waiting_plain_request`]) and hands the desk the parsed head; the desk thread
+//! (a peek, [`look`]) and hands the desk the parsed head; the desk thread
 //! ([`answer`], started by `listener`) never waits on one client: the reply is written with a short
 //! limit, and the connection is closed without lingering.
 //!
 //! **The bound:** at most [`WAITING`] connections wait for the desk. A connection past that, one
 //! whose head has not fully arrived, and every WebSocket upgrade go the usual way: a thread of their
-//! own.
+//! own. A connection whose client has sent nothing yet waits a moment in `awaiting_request`.
 
 use std::net::TcpStream;
 
@@ -25,16 +25,33 @@ pub(crate) const WAITING: usize = 64;
 /// How much of a request the acceptor looks at: plenty for a monitor's request head.
 const PEEK_LEN: usize = 2048;
 
-/// The head of the plain HTTP request (not a WebSocket upgrade) waiting complete on `stream`, if
-/// there is one. Looks without taking anything off the socket, and without waiting.
-pub(crate) fn waiting_plain_request(stream: &TcpStream) -> Option<RequestHead> {
+/// What has arrived on a just-accepted connection, as far as the desk is concerned.
+pub(crate) enum Arrival {
+    /// Nothing yet.
+    Nothing,
+    /// The whole head of a plain HTTP request (not a WebSocket upgrade): the desk's.
+    PlainRequest(RequestHead),
+    /// Anything else: an upgrade, part of a head, something that is not HTTP, a closed connection.
+    Other,
+}
+
+/// Looks at what has arrived on `stream`, without taking anything off the socket and without
+/// waiting.
+pub(crate) fn look(stream: &TcpStream) -> Arrival {
     let mut buffer = [0u8; PEEK_LEN];
+    let len = match crate::platform::socket_flags::peek_without_waiting(stream, &mut buffer) {
+        Ok(len) => len,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Arrival::Nothing,
+        Err(_) => return Arrival::Other,
+    };
     if crate::platform::switched_off("http_desk") {
-        return None;
+        return Arrival::Other;
     }
-    let len = crate::platform::socket_flags::peek_without_waiting(stream, &mut buffer).ok()?;
-    let end = find_head_end(&buffer[..len])?;
-    RequestHead::parse(&buffer[..end]).ok().filter(|head| !head.wants_websocket())
+    let head = find_head_end(&buffer[..len]).and_then(|end| RequestHead::parse(&buffer[..end]).ok());
+    match head {
+        Some(head) if !head.wants_websocket() => Arrival::PlainRequest(head),
+        _ => Arrival::Other,
+    }
 }
 
 /// Answers one request on the desk thread. Its head is still unread on the socket: closing
@@ -45,7 +62,7 @@ pub(crate) fn answer(stream: TcpStream, head: RequestHead, state: &ServerState) 
 
 #[cfg(test)]
 mod tests {
-    use super::waiting_plain_request;
+    use super::{Arrival, look};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
@@ -62,6 +79,10 @@ mod tests {
             assert!(Instant::now() < deadline, "the bytes never arrived");
         }
         (client, server)
+    }
+
+    fn waiting_plain_request(stream: &TcpStream) -> Option<()> {
+        matches!(look(stream), Arrival::PlainRequest(_)).then_some(())
     }
 
     #[test]
@@ -85,10 +106,16 @@ mod tests {
     #[test]
     fn nothing_sent_yet_is_not_for_the_desk_and_does_not_wait() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let started = Instant::now();
-        assert!(waiting_plain_request(&server).is_none());
+        assert!(matches!(look(&server), Arrival::Nothing));
         assert!(started.elapsed() < Duration::from_secs(1));
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(look(&server), Arrival::Nothing) {
+            assert!(Instant::now() < deadline, "the close never arrived");
+        }
+        assert!(matches!(look(&server), Arrival::Other), "a closed connection is not the desk's");
     }
 }

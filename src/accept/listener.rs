@@ -5,20 +5,24 @@
 //! answers an HTTP request, or becomes the reader of a WebSocket peer), so a client that connects
 //! and then says nothing (or dribbles its head byte by byte) holds up nobody but itself, and only
 //! until `HANDSHAKE_TIMEOUT_SECS`. The one exception: a plain HTTP request whose head is already
-//! complete when it is accepted goes to the HTTP desk (`http_desk`), which answers it without
-//! starting a thread. The accept thread does not start threads itself either, it hands the socket
+//! complete goes to the HTTP desk (`http_desk`), which answers it without starting a thread; a
+//! connection whose client has sent nothing yet waits a few milliseconds to be told apart
+//! (`awaiting_request`). The accept thread does not start threads itself either, it hands the socket
 //! to the `starter` thread: while thousands of peers connect, a thread start can take long enough
 //! to hold up every connection queued behind it (docs/performance.md).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::accept::awaiting_request::AwaitingRequest;
 use crate::accept::handshakes::{Refusal, Ticket};
+use crate::accept::http_desk::Arrival;
 use crate::accept::request_head::{HeadError, RequestHead, read_head};
 use crate::accept::upgrade::AdmittedPeer;
 use crate::accept::{http, http_desk, upgrade};
@@ -26,6 +30,7 @@ use crate::context::ServerState;
 use crate::error::Error;
 use crate::metrics;
 use crate::peer;
+use crate::platform::poll::{self, Readiness};
 use crate::util::threads::spawn_named;
 use crate::util::throttled_log::ThrottledLog;
 
@@ -35,21 +40,70 @@ use crate::util::throttled_log::ThrottledLog;
 const CONNECTION_STACK: usize = 256 * 1024;
 
 /// Accepts connections until the server shuts down, handing each to the HTTP desk or the starter
-/// (see the module docs). Their threads end when this returns.
+/// (see the module docs); one whose client has sent nothing yet waits a moment first
+/// (`awaiting_request`). Their threads end when this returns.
 pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs) {
-    for stream in listener.incoming() {
-        if state.is_shutting_down() {
-            break;
+    // Accepting without waiting lets one `poll` wait on the listener and the silent connections
+    // alike. Accepted sockets do not inherit it: a connection's own thread reads as usual.
+    let mut awaiting = AwaitingRequest::default();
+    let nonblocking = listener.set_nonblocking(true);
+    if let Err(err) = &nonblocking {
+        log::warn!("cannot make the listening socket non-blocking ({err}): silent connections get a thread at once");
+    }
+    let hold_silent = nonblocking.is_ok() && !crate::platform::switched_off("awaiting_request");
+    while !state.is_shutting_down() {
+        let limit = awaiting.until_next_deadline(Instant::now());
+        let sockets: Vec<_> = std::iter::once(listener.as_fd()).chain(awaiting.sockets()).collect();
+        let readiness = match poll::wait_readable(&sockets, limit) {
+            Ok(readiness) => readiness,
+            Err(err) => {
+                log::error!("the acceptor cannot wait on its sockets: {err}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        drop(sockets);
+        // The ones that spoke (or whose wait is over) first: they were accepted earlier.
+        for stream in awaiting.take_ready(&readiness[1..], Instant::now()) {
+            handoffs.route(stream, &state);
         }
-        match stream {
-            Ok(stream) => handoffs.route(stream, &state),
+        if readiness[0] == Readiness::Ready {
+            accept_waiting(&listener, &state, &handoffs, hold_silent.then_some(&mut awaiting));
+        }
+    }
+}
+
+/// Connections accepted in one go before the acceptor looks at its silent ones again.
+const ACCEPT_BATCH: usize = 64;
+
+/// Accepts the connections waiting on `listener` (up to [`ACCEPT_BATCH`]) and routes each, or
+/// holds it in `awaiting` if its client has sent nothing yet and there is room.
+fn accept_waiting(
+    listener: &TcpListener,
+    state: &Arc<ServerState>,
+    handoffs: &Handoffs,
+    mut awaiting: Option<&mut AwaitingRequest>,
+) {
+    for _ in 0..ACCEPT_BATCH {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
             Err(err) => {
                 log::warn!("accept failed: {err}");
                 // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
                 if err.raw_os_error() == Some(24) || err.raw_os_error() == Some(23) {
                     thread::sleep(Duration::from_millis(50));
                 }
+                return;
             }
+        };
+        match (http_desk::look(&stream), awaiting.as_deref_mut()) {
+            (Arrival::Nothing, Some(awaiting)) => {
+                if let Err(stream) = awaiting.hold(stream, Instant::now()) {
+                    handoffs.start_thread(stream, state);
+                }
+            }
+            (arrival, _) => handoffs.route_arrived(stream, arrival, state),
         }
     }
 }
@@ -78,16 +132,27 @@ impl Handoffs {
         Ok(Handoffs { desk, starter })
     }
 
-    /// Hands a just-accepted connection to the desk or the starter; if their queues are full, the
-    /// calling thread starts the connection's thread itself.
+    /// Hands a connection to the desk or the starter, by what has arrived on it.
     fn route(&self, stream: TcpStream, state: &Arc<ServerState>) {
-        let stream = match http_desk::waiting_plain_request(&stream) {
-            Some(head) => match self.desk.try_pass((stream, head)) {
+        let arrival = http_desk::look(&stream);
+        self.route_arrived(stream, arrival, state);
+    }
+
+    /// Hands a connection on which `arrival` was seen to the desk (a plain request) or the starter.
+    fn route_arrived(&self, stream: TcpStream, arrival: Arrival, state: &Arc<ServerState>) {
+        let stream = match arrival {
+            Arrival::PlainRequest(head) => match self.desk.try_pass((stream, head)) {
                 Ok(()) => return,
                 Err((stream, _)) => stream,
             },
-            None => stream,
+            Arrival::Nothing | Arrival::Other => stream,
         };
+        self.start_thread(stream, state);
+    }
+
+    /// Has the starter start the connection's thread; if its queue is full, the calling thread
+    /// starts it itself.
+    fn start_thread(&self, stream: TcpStream, state: &Arc<ServerState>) {
         if let Err(stream) = self.starter.try_pass(stream) {
             hand_off(stream, state);
         }

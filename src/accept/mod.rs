@@ -2,6 +2,7 @@
 //! places, the WebSocket upgrade and its credentials, and the HTTP endpoints.
 
 pub(crate) mod auth;
+pub(crate) mod awaiting_request;
 pub(crate) mod bind;
 pub(crate) mod handshakes;
 pub(crate) mod http;
