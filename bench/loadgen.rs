@@ -14,7 +14,8 @@
 //! `relay` spread each network's peers over them in turn; `/health` is asked of the first.
 //!
 //! - `connect`: all peers connect, then all announce at once; reports the time until every peer has
-//!   been told of every other peer of its network, and (with `--pid`) the server's RSS per peer.
+//!   been told of every other peer of its network (waiting at most `--discovery-limit` seconds, 60),
+//!   and (with `--pid`) the server's RSS per peer.
 //!   Meanwhile `GET /health` is polled every 100 ms, from a child process in a session of its own
 //!   (as a monitoring agent would be, not one of the load generator's threads): its latency shows
 //!   whether the server stays responsive (`health`: p50/p99/max ms, failures), beside how late the
@@ -59,6 +60,9 @@ struct Options {
     workers: usize,
     senders: usize,
     settle: f64,
+    /// How long `connect` waits for the full discovery before it counts the peers still missing
+    /// some (`--discovery-limit`, seconds; 60).
+    discovery_limit: f64,
     /// Whether the `/health` monitor asks for real-time scheduling (`--monitor realtime`) or runs
     /// as an ordinary process (`--monitor ordinary`, the default).
     realtime_monitor: bool,
@@ -81,6 +85,7 @@ fn parse_options() -> Options {
         workers: 100,
         senders: 4,
         settle: 1.0,
+        discovery_limit: 60.0,
         realtime_monitor: false,
     };
     while let Some(flag) = args.next() {
@@ -99,6 +104,7 @@ fn parse_options() -> Options {
             "--workers" => o.workers = number() as usize,
             "--senders" => o.senders = (number() as usize).max(1),
             "--settle" => o.settle = number(),
+            "--discovery-limit" => o.discovery_limit = number(),
             "--monitor" => {
                 o.realtime_monitor = match value.as_str() {
                     "realtime" => true,
@@ -334,7 +340,8 @@ fn connect_scenario(o: &Options) -> Value {
     let monitor = HealthMonitor::start(first_url(&o.url), o.realtime_monitor);
     let (peers, failures) = connect_many(&o.url, o.peers, o.networks, "load-");
     let sizes = network_sizes(&peers);
-    let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, Duration::from_secs(60));
+    let limit = Duration::from_secs_f64(o.discovery_limit);
+    let (peers, discovery) = announce_and_discover(peers, |p| sizes[&p.network] - 1, limit);
     let health = monitor.map_or(Value::Null, HealthMonitor::finish);
     // Let the server settle (queues drained, buffers returned) before reading its memory; with
     // `--settle` longer than the server's sweep interval, freed memory has been handed back too.
