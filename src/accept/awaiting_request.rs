@@ -3,12 +3,12 @@
 //!
 //! A monitor's `GET /health` usually arrives a moment after its connection is accepted. Sent on at
 //! once, such a connection gets a thread of its own like any peer; during a storm of connecting
-//! peers it would wait behind a thousand thread starts (hundreds of milliseconds,
-//! docs/performance.md), and with its address's handshake places all held it would be refused.
-//! In those two cases (`listener` decides) it is held here until its request is in, and goes to
-//! the HTTP desk, which answers at once. Otherwise it goes on at once: holding costs the acceptor a
-//! second look at every connection, 2-4% of the connections it can take a second. The acceptor waits on these sockets and the listening socket together
-//! (`poll(2)`), so holding them costs no thread and delays no other connection.
+//! peers that thread can be hundreds of milliseconds in coming (behind a thousand thread starts,
+//! and a new thread's first turn on a CPU is slow then; docs/performance.md), and with its
+//! address's handshake places all held it would be refused. Held here until its request is in, it
+//! goes to the HTTP desk instead, which answers at once. The acceptor waits on these sockets and
+//! the listening socket together (`poll(2)`), so holding them costs no thread and delays no other
+//! connection.
 //!
 //! **The bounds:** at most [`ROOM`] connections wait, each for at most [`LONGEST_WAIT`]. A
 //! connection arriving while all places are taken, and one still silent when its wait is over, go

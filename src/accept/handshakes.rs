@@ -84,13 +84,6 @@ impl PendingHandshakes {
         Ok(Ticket { table: self.clone(), source, id })
     }
 
-    /// Whether a connection from `source` would find every place it may take held: admitted now,
-    /// it would be refused, or take the place of another address's oldest handshake.
-    pub fn full_for(&self, source: IpAddr) -> bool {
-        let table = self.table.lock();
-        table.total >= self.max_total || table.by_source.get(&source).map_or(0, VecDeque::len) >= self.max_per_source
-    }
-
     /// Handshakes in progress now.
     pub fn count(&self) -> usize {
         self.table.lock().total

@@ -5,9 +5,9 @@
 //! answers an HTTP request, or becomes the reader of a WebSocket peer), so a client that connects
 //! and then says nothing (or dribbles its head byte by byte) holds up nobody but itself, and only
 //! until `HANDSHAKE_TIMEOUT_SECS`. The one exception: a plain HTTP request whose head is already
-//! complete goes to the HTTP desk (`http_desk`), which answers it without starting a thread; while
-//! thread starts are backed up, a connection whose client has sent nothing yet waits a few
-//! milliseconds to be told apart (`awaiting_request`). The accept thread does not start threads itself either, it hands the socket
+//! complete goes to the HTTP desk (`http_desk`), which answers it without starting a thread; a
+//! connection whose client has sent nothing yet waits a few milliseconds to be told apart
+//! (`awaiting_request`). The accept thread does not start threads itself either, it hands the socket
 //! to the `starter` thread: while thousands of peers connect, a thread start can take long enough
 //! to hold up every connection queued behind it (docs/performance.md).
 
@@ -98,7 +98,7 @@ fn accept_waiting(
             }
         };
         match (http_desk::look(&stream), awaiting.as_deref_mut()) {
-            (Arrival::Nothing, Some(awaiting)) if handoffs.thread_would_be_slow(&stream, state) => {
+            (Arrival::Nothing, Some(awaiting)) => {
                 if let Err(stream) = awaiting.hold(stream, Instant::now()) {
                     handoffs.start_thread(stream, state);
                 }
@@ -107,10 +107,6 @@ fn accept_waiting(
         }
     }
 }
-
-/// Connections waiting for the starter past which it counts as behind: a health check queued behind
-/// this many thread starts waits a few milliseconds at most.
-const STARTER_BEHIND: usize = 16;
 
 /// Connections that may wait for the starter thread. Past this the accept thread starts their
 /// threads itself, and so accepts more slowly: the listen backlog then holds the rest.
@@ -154,15 +150,6 @@ impl Handoffs {
         self.start_thread(stream, state);
     }
 
-    /// Whether a thread for `stream`, started now, would be long in coming: the starter is behind
-    /// (a storm of connections), or every handshake place its address may take is held (its
-    /// thread would be refused one). A connection whose client has not spoken yet then waits to
-    /// be told apart (`awaiting_request`); otherwise waiting would only cost it a moment.
-    fn thread_would_be_slow(&self, stream: &TcpStream, state: &ServerState) -> bool {
-        self.starter.backlog() >= STARTER_BEHIND
-            || stream.peer_addr().is_ok_and(|addr| state.pending_handshakes.full_for(addr.ip()))
-    }
-
     /// Has the starter start the connection's thread; if its queue is full, the calling thread
     /// starts it itself.
     fn start_thread(&self, stream: TcpStream, state: &Arc<ServerState>) {
@@ -189,11 +176,6 @@ impl<T: Send + 'static> Handoff<T> {
             }
         })?;
         Ok(Handoff { waiting })
-    }
-
-    /// How many items wait.
-    fn backlog(&self) -> usize {
-        self.waiting.len()
     }
 
     /// Queues `item` without waiting; gives it back if the queue is full.
