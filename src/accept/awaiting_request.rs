@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use crate::platform::poll::Readiness;
 
 /// Connections that may wait for their first bytes at once.
-pub(crate) const ROOM: usize = 64;
+const ROOM: usize = 64;
 /// How long a connection waits for its first bytes before it is given a thread regardless.
-pub(crate) const LONGEST_WAIT: Duration = Duration::from_millis(50);
+const LONGEST_WAIT: Duration = Duration::from_millis(50);
 
 /// The connections waiting for their first bytes, oldest first.
 #[derive(Default)]
