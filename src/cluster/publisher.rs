@@ -154,30 +154,20 @@ impl Publisher<'_> {
         let mut pipe = redis::pipe();
         let mut claims = Vec::new();
         let alive_prefix = self.config.alive_key("");
-        let mut merging: Option<(String, Vec<String>, usize)> = None;
-        let publish = |pipe: &mut redis::Pipeline, merged: Option<(String, Vec<String>, usize)>| {
-            let Some((channel, mut texts, _)) = merged else { return };
-            let text =
-                if texts.len() == 1 { texts.pop().unwrap_or_default() } else { format!("[{}]", texts.join(",")) };
-            pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
-        };
+        let mut merging = Merging::default();
         for item in batch.drain(..) {
-            if let ToRedis::Publish { channel, text } = item {
-                match &mut merging {
-                    Some((to, texts, bytes)) if *to == channel && *bytes + text.len() < MERGED_BYTES => {
-                        *bytes += text.len() + 1;
-                        texts.push(text);
-                    }
-                    _ => {
-                        let bytes = text.len();
-                        publish(&mut pipe, merging.replace((channel, vec![text], bytes)));
+            // Anything but a message ends the run being merged: it goes first, so the order holds.
+            if !matches!(item, ToRedis::Publish { .. })
+                && let Some((channel, text)) = merging.finish()
+            {
+                pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+            }
+            match item {
+                ToRedis::Publish { channel, text } => {
+                    if let Some((channel, text)) = merging.add(channel, text) {
+                        pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
                     }
                 }
-                continue;
-            }
-            publish(&mut pipe, merging.take());
-            match item {
-                ToRedis::Publish { .. } => {}
                 ToRedis::Heartbeat { channel, text } => {
                     let ttl = self.config.liveness.as_millis() as u64;
                     pipe.cmd("SET")
@@ -200,7 +190,9 @@ impl Publisher<'_> {
                 }
             }
         }
-        publish(&mut pipe, merging.take());
+        if let Some((channel, text)) = merging.finish() {
+            pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+        }
         let count = pipe.len() as u64;
         match pipe.query::<Vec<i64>>(connection) {
             Ok(granted) => {
@@ -250,5 +242,57 @@ impl Publisher<'_> {
     fn resync(&mut self) {
         self.last_resync = Some(Instant::now());
         self.state.registry.cluster_resync();
+    }
+}
+
+/// Neighbouring messages for one channel, being merged into one (see [`Publisher::send`]).
+#[derive(Default)]
+struct Merging {
+    /// The channel, its messages so far, and their size as one JSON array.
+    run: Option<(String, Vec<String>, usize)>,
+}
+
+impl Merging {
+    /// Adds a message for `channel`; returns the run it ends (another channel, or
+    /// [`MERGED_BYTES`] reached), ready to publish.
+    fn add(&mut self, channel: String, text: String) -> Option<(String, String)> {
+        if let Some((to, texts, bytes)) = &mut self.run
+            && *to == channel
+            && *bytes + text.len() < MERGED_BYTES
+        {
+            *bytes += text.len() + 1;
+            texts.push(text);
+            return None;
+        }
+        let bytes = text.len() + 2;
+        let ended = self.finish();
+        self.run = Some((channel, vec![text], bytes));
+        ended
+    }
+
+    /// Ends the run: one message as it is, several as a JSON array of them.
+    fn finish(&mut self) -> Option<(String, String)> {
+        let (channel, mut texts, _) = self.run.take()?;
+        let text = if texts.len() == 1 { texts.pop()? } else { format!("[{}]", texts.join(",")) };
+        Some((channel, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MERGED_BYTES, Merging};
+
+    #[test]
+    fn merges_neighbours_for_one_channel_only_and_up_to_the_bound() {
+        let mut merging = Merging::default();
+        assert_eq!(merging.add("a".into(), "1".into()), None);
+        assert_eq!(merging.add("a".into(), "2".into()), None);
+        assert_eq!(merging.add("b".into(), "3".into()), Some(("a".into(), "[1,2]".into())));
+        assert_eq!(merging.finish(), Some(("b".into(), "3".into())), "one message goes as it is");
+        assert_eq!(merging.finish(), None);
+        let big = "x".repeat(MERGED_BYTES / 2);
+        assert_eq!(merging.add("a".into(), big.clone()), None);
+        assert_eq!(merging.add("a".into(), big.clone()), Some(("a".into(), big.clone())), "past the bound");
+        assert_eq!(merging.finish(), Some(("a".into(), big)));
     }
 }
