@@ -10,7 +10,9 @@
 # Every peer is one server thread plus a load-generator thread and a socket on each side. 10,000
 # peers fit a stock kernel (vm.max_map_count 65,530, kernel.pid_max 32,768) and an open-file limit
 # of 20,000; past about 12,000, raise the limits first (as root; docs/deploy.md, "Sizing"):
-# sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304, and LimitNOFILE / ulimit -n.
+# sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304, and LimitNOFILE / ulimit -n; with
+# this load generator on the same machine, also net.core.netdev_max_backlog (docs/performance.md,
+# "Capacity"). bench/capacity-vm.sh runs this in a virtual machine whose limits are its own.
 source "$(dirname "$0")/../interop/common.sh"
 peers="${1:-10000}"
 networks="${2:-100}"
