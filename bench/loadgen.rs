@@ -29,7 +29,8 @@
 //!   latency of offers sent from one hub's peers to the other's.
 //!
 //! With `--pid` the server's RSS, peak RSS and thread count are read from `/proc/PID/status`;
-//! `connect` reads them again `--settle` seconds (1) after the last discovery.
+//! `connect` reads them again `--settle` seconds (1) after the last discovery. `connect --hold SECS`
+//! prints its line and then keeps its peers connected that long, for looking inside the server.
 
 mod system;
 
@@ -66,6 +67,8 @@ struct Options {
     /// Whether the `/health` monitor asks for real-time scheduling (`--monitor realtime`) or runs
     /// as an ordinary process (`--monitor ordinary`, the default).
     realtime_monitor: bool,
+    /// How long `connect` keeps its peers connected after printing its line (`--hold`, seconds; 0).
+    hold: f64,
 }
 
 fn parse_options() -> Options {
@@ -87,6 +90,7 @@ fn parse_options() -> Options {
         settle: 1.0,
         discovery_limit: 60.0,
         realtime_monitor: false,
+        hold: 0.0,
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -105,6 +109,7 @@ fn parse_options() -> Options {
             "--senders" => o.senders = (number() as usize).max(1),
             "--settle" => o.settle = number(),
             "--discovery-limit" => o.discovery_limit = number(),
+            "--hold" => o.hold = number(),
             "--monitor" => {
                 o.realtime_monitor = match value.as_str() {
                     "realtime" => true,
@@ -353,10 +358,17 @@ fn connect_scenario(o: &Options) -> Value {
         }
         _ => Value::Null,
     };
-    json!({"scenario": "connect", "peers": peers.len(), "networks": o.networks, "failures": failures,
+    let result = json!({"scenario": "connect", "peers": peers.len(), "networks": o.networks, "failures": failures,
            "fullDiscoveryMs": discovery["fullDiscoveryMs"], "messagesReceived": discovery["messagesReceived"],
            "incompletePeers": discovery["incompletePeers"], "rssPerPeerKiB": per_peer, "health": health,
-           "serverBefore": before, "serverAfter": after})
+           "serverBefore": before, "serverAfter": after});
+    if o.hold > 0.0 {
+        println!("{result}");
+        let _ = io::stdout().flush();
+        std::thread::sleep(Duration::from_secs_f64(o.hold));
+        std::process::exit(0);
+    }
+    result
 }
 
 /// [`poll_health`] running in a child process (`loadgen health-poll`) in a session of its own.
