@@ -10,8 +10,9 @@
 # the sysctls of deploy/systemd/99-peerpigeon.conf, `ulimit -n 65536`, starts the server, runs
 # `loadgen connect` and prints its JSON line (RESULT), with the server's threads, RSS and /metrics
 # every 15 s (T) and the kernel's TCP figures (S: sockstat, backlog drops per CPU, retransmits).
-# With KVM (`-accel kvm`) it runs at the machine's speed; without, under software emulation, some
-# twenty times slower: counts (connected, delivered) mean what they say, times and /health do not.
+# With VM_ACCEL=kvm (and a usable /dev/kvm) it runs at the machine's speed; otherwise under software
+# emulation, some twenty times slower: counts (connected, delivered) mean what they say, times and
+# /health do not. The guest is stopped after an hour at most.
 #
 # netdev_max_backlog: with the load generator on the same machine every message crosses loopback,
 # which queues packets per CPU up to net.core.netdev_max_backlog (1,000 by default) and drops the
@@ -21,7 +22,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 peers="${1:-25000}"
 networks="${2:-250}"
 backlog="${3:-3000000}"
-kernel="$(ls /boot/vmlinuz-* | sort -V | tail -1)"
+kernel="$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -1)"
+if [ -z "$kernel" ] || ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ]; then
+  echo "needs a kernel in /boot and qemu: apt-get install -y qemu-system-x86 linux-image-amd64 busybox-static cpio" >&2
+  exit 1
+fi
 accel="tcg,thread=multi"
 if [ -w /dev/kvm ] && [ "${VM_ACCEL:-}" = kvm ]; then accel=kvm; fi
 
@@ -47,7 +52,11 @@ ulimit -n 65536
 echo "guest: $(cat /proc/sys/kernel/osrelease), vm.max_map_count=$(cat /proc/sys/vm/max_map_count) kernel.pid_max=$(cat /proc/sys/kernel/pid_max) net.core.netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog) open files=$(ulimit -n)"
 PORT=3000 HOST=127.0.0.1 MAX_CONNECTIONS=$((PEERS + 2000)) MAX_PENDING_HANDSHAKES_PER_IP=1024 /usr/bin/peerpigeon 2>/tmp/server.log &
 server=$!
-while ! wget -qO /dev/null http://127.0.0.1:3000/health; do sleep 0.2; done
+tries=0
+while ! wget -qO /dev/null http://127.0.0.1:3000/health; do
+  tries=$((tries + 1)); [ $tries -gt 600 ] && { echo "RESULT server did not start: $(cat /tmp/server.log)"; poweroff -f; }
+  sleep 0.2
+done
 (
   while sleep 15; do
     echo "T $(date +%T) $(grep -E 'Threads|VmRSS' /proc/$server/status | tr -s '\t\n ' ' ') $(wget -qO- http://127.0.0.1:3000/metrics | grep -E '^peerpigeon_(peers|cut_off|messages_dropped|queued|messages_received_total.type=.announce)' | grep -v ' 0$' | tr '\n' ' ')"
@@ -61,5 +70,5 @@ chmod +x "$guest/init"
 (cd "$guest" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$guest.cpio.gz")
 trap 'rm -rf "$guest" "$guest.cpio.gz"' EXIT
 echo "host: $(nproc) cpus; guest: $kernel, $accel, 2 cpus, 14 GiB"
-qemu-system-x86_64 -accel "$accel" -smp 2 -m 14G -kernel "$kernel" -initrd "$guest.cpio.gz" -nographic -no-reboot \
-  -append "console=ttyS0 quiet PEERS=$peers NETWORKS=$networks BACKLOG=$backlog" | tr -d '\r' | grep --line-buffered -aE '^(T|S|RESULT) |guest: '
+timeout 3600 qemu-system-x86_64 -accel "$accel" -smp 2 -m 14G -kernel "$kernel" -initrd "$guest.cpio.gz" -nographic -no-reboot \
+  -append "console=ttyS0 quiet PEERS=$peers NETWORKS=$networks BACKLOG=$backlog" | tr -d '\r' | grep --line-buffered -aE '^(T|S|RESULT) |guest: ' | sed -u 's/^.*guest: /guest: /'
