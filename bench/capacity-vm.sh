@@ -71,4 +71,4 @@ chmod +x "$guest/init"
 trap 'rm -rf "$guest" "$guest.cpio.gz"' EXIT
 echo "host: $(nproc) cpus; guest: $kernel, $accel, 2 cpus, 14 GiB"
 timeout 3600 qemu-system-x86_64 -accel "$accel" -smp 2 -m 14G -kernel "$kernel" -initrd "$guest.cpio.gz" -nographic -no-reboot \
-  -append "console=ttyS0 quiet PEERS=$peers NETWORKS=$networks BACKLOG=$backlog" | tr -d '\r' | grep --line-buffered -aE '^(T|S|RESULT) |guest: ' | sed -u 's/^.*guest: /guest: /'
+  -append "console=ttyS0 quiet PEERS=$peers NETWORKS=$networks BACKLOG=$backlog" | grep --line-buffered -aE '^(T|S|RESULT) |guest: ' | sed -u 's/\r$//; s/^.*guest: /guest: /'
