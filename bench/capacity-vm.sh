@@ -59,7 +59,7 @@ while ! wget -qO /dev/null http://127.0.0.1:3000/health; do
 done
 (
   while sleep 15; do
-    echo "T $(date +%T) $(grep -E 'Threads|VmRSS' /proc/$server/status | tr -s '\t\n ' ' ') $(wget -qO- http://127.0.0.1:3000/metrics | grep -E '^peerpigeon_(peers|cut_off|messages_dropped|queued|messages_received_total.type=.announce)' | grep -v ' 0$' | tr '\n' ' ')"
+    echo "T $(date +%T) $(grep -E 'Threads|VmRSS' /proc/$server/status | tr -s '\t\n ' ' ') smaps Rss: $(grep '^Rss:' /proc/$server/smaps_rollup | tr -s ' ' | cut -d' ' -f2) kB $(wget -qO- http://127.0.0.1:3000/metrics | grep -E '^peerpigeon_(peers|cut_off|messages_dropped|queued|messages_received_total.type=.announce)' | grep -v ' 0$' | tr '\n' ' ')"
     echo "S $(grep TCP: /proc/net/sockstat) backlog drops per CPU $(awk '{printf "%d ", ("0x" $2) + 0}' /proc/net/softnet_stat) retransmitted $(awk '/^Tcp:/ { if (++n == 2) print $13 }' /proc/net/snmp)"
   done
 ) &
