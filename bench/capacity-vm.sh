@@ -8,8 +8,10 @@
 # Needs Debian's qemu-system-x86, linux-image-amd64, busybox-static and cpio. The guest is a small
 # initramfs: busybox, the two release binaries and their libraries, and an init script that applies
 # the sysctls of deploy/systemd/99-peerpigeon.conf, `ulimit -n 65536`, starts the server, runs
-# `loadgen connect` and prints its JSON line (RESULT), with the server's threads, RSS and /metrics
-# every 15 s (T) and the kernel's TCP figures (S: sockstat, backlog drops per CPU, retransmits).
+# `loadgen connect` and prints its JSON line (RESULT), with the server's threads, RSS (VmRSS, and
+# smaps_rollup's, which is exact where an older kernel's VmRSS is not: docs/performance.md) and
+# /metrics every 15 s (T), and the kernel's TCP figures (S: sockstat, backlog drops per CPU,
+# retransmits).
 # With VM_ACCEL=kvm (and a usable /dev/kvm) it runs at the machine's speed; otherwise under software
 # emulation, some twenty times slower: counts (connected, delivered) mean what they say, times and
 # /health do not. The guest is stopped after an hour at most.
@@ -23,7 +25,7 @@ peers="${1:-25000}"
 networks="${2:-250}"
 backlog="${3:-3000000}"
 kernel="$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -1)"
-if [ -z "$kernel" ] || ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ]; then
+if [ -z "$kernel" ] || ! command -v qemu-system-x86_64 cpio >/dev/null || [ ! -x /bin/busybox ]; then
   echo "needs a kernel in /boot and qemu: apt-get install -y qemu-system-x86 linux-image-amd64 busybox-static cpio" >&2
   exit 1
 fi
@@ -35,7 +37,7 @@ guest="$(mktemp -d)"
 trap 'rm -rf "$guest"' EXIT
 mkdir -p "$guest"/{bin,usr/bin,dev,proc,sys,tmp}
 cp /bin/busybox "$guest/bin/"
-for applet in sh mount ip sysctl cat grep awk tr date sleep seq wget kill poweroff; do
+for applet in sh mount ip sysctl cat grep awk tr cut date sleep seq wget kill poweroff; do
   ln -s busybox "$guest/bin/$applet"
 done
 cp "$root/target/release/peerpigeon" "$root/target/release/loadgen" "$guest/usr/bin/"
