@@ -82,26 +82,27 @@ mod tests {
         (client, server)
     }
 
-    fn waiting_plain_request(stream: &TcpStream) -> Option<()> {
-        matches!(look(stream), Arrival::PlainRequest(_)).then_some(())
+    /// Whether the desk would take the connection.
+    fn for_the_desk(stream: &TcpStream) -> bool {
+        matches!(look(stream), Arrival::PlainRequest(_))
     }
 
     #[test]
     fn only_whole_plain_heads_go_to_the_desk() {
         let (_c, server) = received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(waiting_plain_request(&server).is_some());
+        assert!(for_the_desk(&server));
         let (_c, server) = received(b"GET /health HTTP/1.1\r\nHost: x\r\n");
-        assert!(waiting_plain_request(&server).is_none(), "an unfinished head");
+        assert!(!for_the_desk(&server), "an unfinished head");
         let upgrade = b"GET /ws?peerId=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let (_c, server) = received(upgrade);
-        assert!(waiting_plain_request(&server).is_none(), "a WebSocket upgrade");
+        assert!(!for_the_desk(&server), "a WebSocket upgrade");
         let (_c, server) = received(b"NOT HTTP AT ALL\r\n\r\n");
-        assert!(waiting_plain_request(&server).is_none(), "a malformed head");
+        assert!(!for_the_desk(&server), "a malformed head");
         // Looking took nothing: the head is still there for whoever serves the connection.
         let (_c, server) = received(b"GET / HTTP/1.1\r\n\r\n");
-        assert!(waiting_plain_request(&server).is_some());
-        assert!(waiting_plain_request(&server).is_some());
+        assert!(for_the_desk(&server));
+        assert!(for_the_desk(&server));
     }
 
     #[test]
