@@ -158,14 +158,14 @@ impl Publisher<'_> {
         for item in batch.drain(..) {
             // Anything but a message ends the run being merged: it goes first, so the order holds.
             if !matches!(item, ToRedis::Publish { .. })
-                && let Some((channel, text)) = merging.finish()
+                && let Some(run) = merging.finish()
             {
-                pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+                publish(&mut pipe, run);
             }
             match item {
                 ToRedis::Publish { channel, text } => {
-                    if let Some((channel, text)) = merging.add(channel, text) {
-                        pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+                    if let Some(run) = merging.add(channel, text) {
+                        publish(&mut pipe, run);
                     }
                 }
                 ToRedis::Heartbeat { channel, text } => {
@@ -176,7 +176,7 @@ impl Publisher<'_> {
                         .arg("PX")
                         .arg(ttl)
                         .ignore();
-                    pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+                    publish(&mut pipe, (channel, text));
                 }
                 ToRedis::Claim { peer, reply } => {
                     let key = self.config.peer_key(peer);
@@ -190,8 +190,8 @@ impl Publisher<'_> {
                 }
             }
         }
-        if let Some((channel, text)) = merging.finish() {
-            pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+        if let Some(run) = merging.finish() {
+            publish(&mut pipe, run);
         }
         let count = pipe.len() as u64;
         match pipe.query::<Vec<i64>>(connection) {
@@ -243,6 +243,11 @@ impl Publisher<'_> {
         self.last_resync = Some(Instant::now());
         self.state.registry.cluster_resync();
     }
+}
+
+/// Adds the publishing of `text` on `channel` to the pipeline.
+fn publish(pipe: &mut redis::Pipeline, (channel, text): (String, String)) {
+    pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
 }
 
 /// Neighbouring messages for one channel, being merged into one (see [`Publisher::send`]).
