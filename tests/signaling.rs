@@ -263,3 +263,49 @@ fn signals_to_a_peer_that_reads_late_arrive_whole_and_in_order() {
         next[from] += 1;
     }
 }
+
+/// A reader whose peer falls silent for a while stops waiting in its read and waits with the
+/// deeper part of its stack handed back (`peer/mod.rs`, `IDLE_AFTER`; `platform/idle_stack.rs`).
+/// A frame that arrives in two parts around such a pause is read whole, and so is every message
+/// after the next pause.
+#[test]
+fn a_message_split_by_a_pause_arrives_whole_and_the_peer_goes_on() {
+    // Longer than the server's idle wait (a quarter second), twice over. The pause is the
+    // scenario, a peer's silence, not a wait for the server.
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(600);
+    let server = start();
+    let (mut a, mut b) = pair(server.local_addr(), "n");
+    // Bigger than the reader's 256-byte buffer, so the frame takes several reads on either side.
+    let sdp = "a=candidate:1 1 udp 2122260223 10.0.0.1 54321 typ host\r\n".repeat(20);
+    let offer = json!({"type": "offer", "data": {"sdp": sdp}, "networkName": "n", "targetPeerId": b.id});
+    let frame = masked_text_frame(offer.to_string().as_bytes(), [0x37, 0xfa, 0x21, 0x3d]);
+    let (first, rest) = frame.split_at(frame.len() / 2);
+    let tungstenite::stream::MaybeTlsStream::Plain(socket) = a.ws.get_mut() else { unreachable!("plain ws://") };
+    std::io::Write::write_all(socket, first).unwrap();
+    std::thread::sleep(PAUSE);
+    std::io::Write::write_all(socket, rest).unwrap();
+    let got = b.wait_for("the offer", |m| m["type"] == "offer");
+    assert_eq!(got["data"]["sdp"], sdp);
+    assert_eq!(got["fromPeerId"], a.id);
+
+    std::thread::sleep(PAUSE);
+    b.send(json!({"type": "answer", "data": {"sdp": "answer"}, "networkName": "n", "targetPeerId": a.id}));
+    assert_eq!(a.wait_for("the answer", |m| m["type"] == "answer")["data"]["sdp"], "answer");
+    assert!(a.drain().is_empty() && b.drain().is_empty(), "no error replies");
+}
+
+/// A client's text frame, masked with `key`, as RFC 6455 §5.2 lays it out (payloads under 64 KiB).
+fn masked_text_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0x81];
+    match u16::try_from(payload.len()) {
+        Ok(len) if len < 126 => frame.push(0x80 | len as u8),
+        Ok(len) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+        Err(_) => panic!("payloads of 64 KiB and more need the 8-byte length"),
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ key[i % 4]));
+    frame
+}

@@ -127,19 +127,20 @@ fn serve_link(index: usize, uri: &str, stream: TcpStream, leftover: Vec<u8>, sta
     let serial = handle.serial;
     state.registry.link_up(handle.clone(), uri);
     let mut is_self = false;
-    let reason = reader::read_frames(&handle, &shared, leftover, Role::Client, state, |message| {
-        if let Incoming::Text(text) = message {
-            match state.registry.handle_link_message(serial, text) {
-                LinkEvent::Nothing => {}
-                LinkEvent::LeadsToSelf => is_self = true,
-                LinkEvent::NotAccepted(why) => {
-                    log::warn!("hub {uri} does not take this hub's link: {why}");
-                    state.bootstrap_links.update(index, |s| s.last_error = Some(why));
+    let reason =
+        reader::read_frames(handle.clone(), shared.clone(), leftover, Role::Client, state.clone(), |message| {
+            if let Incoming::Text(text) = message {
+                match state.registry.handle_link_message(serial, text) {
+                    LinkEvent::Nothing => {}
+                    LinkEvent::LeadsToSelf => is_self = true,
+                    LinkEvent::NotAccepted(why) => {
+                        log::warn!("hub {uri} does not take this hub's link: {why}");
+                        state.bootstrap_links.update(index, |s| s.last_error = Some(why));
+                    }
                 }
             }
-        }
-        std::ops::ControlFlow::Continue(())
-    });
+            std::ops::ControlFlow::Continue(())
+        });
     state.registry.link_down(serial);
     drop(handle);
     reader::linger(&shared);

@@ -3,7 +3,9 @@
 //! the request head, renamed; `reader`), and the writing done for it by whoever queues a message
 //! (`writer`) or, when its socket is full, by the one flusher thread (`flusher`).
 //!
-//! [`serve`] runs the reader, handing each message to the router.
+//! [`serve`] runs the reader, handing each message to the router. Between bursts of messages the
+//! reader waits in its thread's shallowest frame, with the deeper pages of its stack handed back
+//! (`platform/idle_stack.rs`): an idle peer holds one page of stack.
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
 
@@ -15,7 +17,9 @@ pub(crate) mod reader;
 pub(crate) mod writer;
 
 use std::ops::ControlFlow;
+use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tungstenite::protocol::Role;
 
@@ -23,29 +27,88 @@ use crate::accept::upgrade::AdmittedPeer;
 use crate::context::ServerState;
 use crate::peer::outbox::PeerHandle;
 use crate::peer::queue::PeerShared;
+use crate::peer::reader::{FrameReader, Incoming, Stop};
+use crate::platform::idle_stack::IdleStack;
 use crate::platform::thread_name::rename_current_thread;
 use crate::protocol::{self, error_code};
 use crate::registry::router;
 use crate::util::threads::contain_panic;
 
+/// How long a reader waits for its peer's next message before it counts the peer as idle: it then
+/// waits in its thread's shallowest frame, with the deeper pages of its stack handed back
+/// (`platform/idle_stack.rs`). Signaling comes in bursts (an announce, an offer and its answer, a
+/// few ICE candidates, tens of milliseconds apart), then nothing for a long while.
+const IDLE_AFTER: Duration = Duration::from_millis(250);
+
 /// Serves a newly registered peer: runs its reader on the calling thread (the connection's own
 /// thread, which read the request head) until the connection ends. Writing needs no thread of its
 /// own (`outbox`).
+///
+/// Never inlined, and kept small: between bursts of messages the reader waits here, in the thread's
+/// shallowest frame, so that the stack below can be handed back while the peer is idle. The work
+/// is done deeper, in [`PeerReader::read_until_idle`], which returns here each time.
+#[inline(never)]
 pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
-    let AdmittedPeer { handle, shared, leftover } = peer;
-    let reader_name = format!("{}-reader", handle.peer_id.short());
-    rename_current_thread(&reader_name);
-    contain_panic(&reader_name, || run_reader(handle, shared, leftover, state));
+    let mut reader = PeerReader::start(peer, state);
+    while reader.read_until_idle() {
+        reader.idle_stack.wait_readable(reader.shared.socket.as_fd());
+    }
+    let shared = reader.shared.clone();
+    // Tell the network now, not after the linger below.
+    drop(reader);
+    reader::linger(&shared);
 }
 
-/// Unregisters the peer when the reader ends, however it ends (a panic included).
-struct Departure<'a> {
-    state: &'a ServerState,
-    handle: &'a PeerHandle,
+/// A peer's reader between calls: all it keeps lives here, on the heap, not on the stack.
+/// Dropping it, however the connection ended (a panic in the reader included), unregisters the
+/// peer, which tells its network it left.
+struct PeerReader {
+    frames: FrameReader,
+    handle: Arc<PeerHandle>,
+    shared: Arc<PeerShared>,
+    state: Arc<ServerState>,
+    idle_stack: IdleStack,
+    /// The thread's name, `<id>-reader`, for the log.
+    name: String,
+    /// Why the connection ended, once it has.
     reason: &'static str,
 }
 
-impl Drop for Departure<'_> {
+impl PeerReader {
+    #[inline(never)]
+    fn start(peer: AdmittedPeer, state: Arc<ServerState>) -> Box<PeerReader> {
+        let AdmittedPeer { handle, shared, leftover } = peer;
+        let name = format!("{}-reader", handle.peer_id.short());
+        rename_current_thread(&name);
+        if let Err(err) = shared.socket.set_read_timeout(Some(IDLE_AFTER)) {
+            // The reader then never counts its peer as idle: it keeps its stack, nothing else changes.
+            log::debug!("cannot set a receive timeout on {name}'s socket: {err}");
+        }
+        let frames = FrameReader::new(handle.clone(), shared.clone(), leftover, Role::Server, state.clone());
+        let idle_stack = IdleStack::of_this_thread();
+        Box::new(PeerReader { frames, handle, shared, state, idle_stack, name, reason: "disconnected" })
+    }
+
+    /// Reads and handles the peer's messages until it falls silent for [`IDLE_AFTER`] (returns
+    /// `true`) or the connection ends (`false`).
+    #[inline(never)]
+    fn read_until_idle(&mut self) -> bool {
+        let PeerReader { frames, handle, state, name, .. } = self;
+        let mut stop = None;
+        contain_panic(name, || stop = Some(frames.read(|message| handle_message(state, handle, message))));
+        match stop {
+            Some(Stop::Idle) => true,
+            Some(Stop::Ended(reason)) => {
+                self.reason = reason;
+                false
+            }
+            // A bug, logged: the connection ends as if the peer had gone.
+            None => false,
+        }
+    }
+}
+
+impl Drop for PeerReader {
     fn drop(&mut self) {
         let peer = self.handle.peer_id;
         self.state.registry.unregister(peer, self.handle.serial, self.reason);
@@ -53,21 +116,15 @@ impl Drop for Departure<'_> {
     }
 }
 
-fn run_reader(handle: Arc<PeerHandle>, shared: Arc<PeerShared>, leftover: Vec<u8>, state: Arc<ServerState>) {
-    let mut departure = Departure { state: &state, handle: &handle, reason: "disconnected" };
-    departure.reason = reader::read_frames(&handle, &shared, leftover, Role::Server, &state, |message| {
-        match message {
-            reader::Incoming::Text(text) => router::handle_text(&state, &handle, text),
-            reader::Incoming::Binary => {
-                state.note_rejected();
-                state.metrics.received(crate::metrics::Received::Binary);
-                let text = "Binary frames are not supported: send JSON text messages";
-                handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
-            }
+fn handle_message(state: &ServerState, handle: &Arc<PeerHandle>, message: Incoming<'_>) -> ControlFlow<&'static str> {
+    match message {
+        Incoming::Text(text) => router::handle_text(state, handle, text),
+        Incoming::Binary => {
+            state.note_rejected();
+            state.metrics.received(crate::metrics::Received::Binary);
+            let text = "Binary frames are not supported: send JSON text messages";
+            handle.send_text(protocol::error(error_code::BINARY_FRAME, text));
         }
-        ControlFlow::Continue(())
-    });
-    // Tell the network now, not after the linger below.
-    drop(departure);
-    reader::linger(&shared);
+    }
+    ControlFlow::Continue(())
 }
