@@ -270,9 +270,9 @@ fn signals_to_a_peer_that_reads_late_arrive_whole_and_in_order() {
 /// after the next pause.
 #[test]
 fn a_message_split_by_a_pause_arrives_whole_and_the_peer_goes_on() {
-    // Longer than the server's idle wait (a quarter second), twice over. The pause is the
-    // scenario, a peer's silence, not a wait for the server.
-    const PAUSE: std::time::Duration = std::time::Duration::from_millis(600);
+    // Longer than the server's idle wait (half a second), twice over. The pause is the scenario, a
+    // peer's silence, not a wait for the server.
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(1000);
     let server = start();
     let (mut a, mut b) = pair(server.local_addr(), "n");
     // Bigger than the reader's 256-byte buffer, so the frame takes several reads on either side.

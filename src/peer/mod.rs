@@ -37,8 +37,11 @@ use crate::util::threads::contain_panic;
 /// How long a reader waits for its peer's next message before it counts the peer as idle: it then
 /// waits in its thread's shallowest frame, with the deeper pages of its stack handed back
 /// (`platform/idle_stack.rs`). Signaling comes in bursts (an announce, an offer and its answer, a
-/// few ICE candidates, tens of milliseconds apart), then nothing for a long while.
-const IDLE_AFTER: Duration = Duration::from_millis(250);
+/// few ICE candidates), then nothing for a long while. Half a second: shorter, and the readers of a
+/// connection storm go idle while threads are still being started, which slows `/health`; longer,
+/// and readers keep two pages well after a discovery is over (docs/performance.md, "One page of
+/// stack while idle").
+const IDLE_AFTER: Duration = Duration::from_millis(500);
 
 /// Serves a newly registered peer: runs its reader on the calling thread (the connection's own
 /// thread, which read the request head) until the connection ends. Writing needs no thread of its
@@ -80,12 +83,15 @@ impl PeerReader {
         let AdmittedPeer { handle, shared, leftover } = peer;
         let name = format!("{}-reader", handle.peer_id.short());
         rename_current_thread(&name);
-        if let Err(err) = shared.socket.set_read_timeout(Some(IDLE_AFTER)) {
-            // The reader then never counts its peer as idle: it keeps its stack, nothing else changes.
+        let idle_stack = IdleStack::of_this_thread();
+        // Without a receive timeout the reader never counts its peer as idle: it waits in its read
+        // and keeps its stack, nothing else changes.
+        if idle_stack.hands_back()
+            && let Err(err) = shared.socket.set_read_timeout(Some(IDLE_AFTER))
+        {
             log::debug!("cannot set a receive timeout on {name}'s socket: {err}");
         }
         let frames = FrameReader::new(handle.clone(), shared.clone(), leftover, Role::Server, state.clone());
-        let idle_stack = IdleStack::of_this_thread();
         Box::new(PeerReader { frames, handle, shared, state, idle_stack, name, reason: "disconnected" })
     }
 

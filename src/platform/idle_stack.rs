@@ -33,6 +33,12 @@ impl IdleStack {
         IdleStack { lowest, page }
     }
 
+    /// Whether pages are handed back; when not, there is no point in waiting here rather than in
+    /// the read itself.
+    pub(crate) fn hands_back(&self) -> bool {
+        self.lowest.is_some()
+    }
+
     /// Waits until `socket` has something to read (or failed, or hung up: a read will then tell
     /// why), or a signal interrupts the wait; the stack below this call is handed back first.
     /// Call it from the thread's shallowest frame: the pages that frame is on stay in use.

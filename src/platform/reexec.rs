@@ -13,8 +13,9 @@
 /// thread's stack for libraries that might be loaded later: one namespace for them (`rtld.nns=1`,
 /// glibc's default keeps four) and no optional static TLS. glibc puts that room above the thread's
 /// first frame, in the same pages, so it decides whether a reader that has signalled stays within
-/// two pages of stack (docs/performance.md, "What a peer costs"). The
-/// server loads no library after start but the NSS modules of a name lookup, which need none of it.
+/// two pages of stack, and whether an idle reader's wait fits in the first (`idle_stack.rs`;
+/// docs/performance.md, "What a peer costs"). The server loads no library after start but the NSS
+/// modules of a name lookup, which need none of it.
 pub const TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.pthread.stack_cache_size=4194304:\
                             glibc.rtld.nns=1:glibc.rtld.optional_static_tls=0";
 
