@@ -63,16 +63,20 @@ pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
 }
 
 /// A peer's reader between calls: all it keeps lives here, on the heap, not on the stack.
-/// Dropping it, however the connection ended (a panic in the reader included), unregisters the
-/// peer, which tells its network it left.
 struct PeerReader {
     frames: FrameReader,
-    handle: Arc<PeerHandle>,
     shared: Arc<PeerShared>,
-    state: Arc<ServerState>,
     idle_stack: IdleStack,
     /// The thread's name, `<id>-reader`, for the log.
     name: String,
+    departure: Departure,
+}
+
+/// Unregisters the peer when dropped, which tells its network it left: however the reader ends,
+/// a panic included, from the moment it starts.
+struct Departure {
+    state: Arc<ServerState>,
+    handle: Arc<PeerHandle>,
     /// Why the connection ended, once it has.
     reason: &'static str,
 }
@@ -81,6 +85,7 @@ impl PeerReader {
     #[inline(never)]
     fn start(peer: AdmittedPeer, state: Arc<ServerState>) -> Box<PeerReader> {
         let AdmittedPeer { handle, shared, leftover } = peer;
+        let departure = Departure { state: state.clone(), handle: handle.clone(), reason: "disconnected" };
         let name = format!("{}-reader", handle.peer_id.short());
         rename_current_thread(&name);
         let idle_stack = IdleStack::of_this_thread();
@@ -91,21 +96,22 @@ impl PeerReader {
         {
             log::debug!("cannot set a receive timeout on {name}'s socket: {err}");
         }
-        let frames = FrameReader::new(handle.clone(), shared.clone(), leftover, Role::Server, state.clone());
-        Box::new(PeerReader { frames, handle, shared, state, idle_stack, name, reason: "disconnected" })
+        let frames = FrameReader::new(handle, shared.clone(), leftover, Role::Server, state);
+        Box::new(PeerReader { frames, shared, idle_stack, name, departure })
     }
 
     /// Reads and handles the peer's messages until it falls silent for [`IDLE_AFTER`] (returns
     /// `true`) or the connection ends (`false`).
     #[inline(never)]
     fn read_until_idle(&mut self) -> bool {
-        let PeerReader { frames, handle, state, name, .. } = self;
+        let PeerReader { frames, name, departure, .. } = self;
+        let Departure { state, handle, .. } = &*departure;
         let mut stop = None;
         contain_panic(name, || stop = Some(frames.read(|message| handle_message(state, handle, message))));
         match stop {
             Some(Stop::Idle) => true,
             Some(Stop::Ended(reason)) => {
-                self.reason = reason;
+                departure.reason = reason;
                 false
             }
             // A bug, logged: the connection ends as if the peer had gone.
@@ -114,7 +120,7 @@ impl PeerReader {
     }
 }
 
-impl Drop for PeerReader {
+impl Drop for Departure {
     fn drop(&mut self) {
         let peer = self.handle.peer_id;
         self.state.registry.unregister(peer, self.handle.serial, self.reason);
