@@ -26,7 +26,6 @@ use tungstenite::protocol::Role;
 use crate::accept::upgrade::AdmittedPeer;
 use crate::context::ServerState;
 use crate::peer::outbox::PeerHandle;
-use crate::peer::queue::PeerShared;
 use crate::peer::reader::{FrameReader, Incoming, Stop};
 use crate::platform::idle_stack::IdleStack;
 use crate::platform::thread_name::rename_current_thread;
@@ -54,9 +53,9 @@ const IDLE_AFTER: Duration = Duration::from_millis(500);
 pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
     let mut reader = PeerReader::start(peer, state);
     while reader.read_until_idle() {
-        reader.idle_stack.wait_readable(reader.shared.socket.as_fd());
+        reader.idle_stack.wait_readable(reader.frames.shared().socket.as_fd());
     }
-    let shared = reader.shared.clone();
+    let shared = reader.frames.shared().clone();
     // Tell the network now, not after the linger below.
     drop(reader);
     reader::linger(&shared);
@@ -65,7 +64,6 @@ pub(crate) fn serve(peer: AdmittedPeer, state: Arc<ServerState>) {
 /// A peer's reader between calls: all it keeps lives here, on the heap, not on the stack.
 struct PeerReader {
     frames: FrameReader,
-    shared: Arc<PeerShared>,
     idle_stack: IdleStack,
     /// The thread's name, `<id>-reader`, for the log.
     name: String,
@@ -96,8 +94,8 @@ impl PeerReader {
         {
             log::debug!("cannot set a receive timeout on {name}'s socket: {err}");
         }
-        let frames = FrameReader::new(handle, shared.clone(), leftover, Role::Server, state);
-        Box::new(PeerReader { frames, shared, idle_stack, name, departure })
+        let frames = FrameReader::new(handle, shared, leftover, Role::Server, state);
+        Box::new(PeerReader { frames, idle_stack, name, departure })
     }
 
     /// Reads and handles the peer's messages until it falls silent for [`IDLE_AFTER`] (returns

@@ -109,6 +109,11 @@ impl FrameReader {
         FrameReader { socket, handle, state, limited_as_link }
     }
 
+    /// The connection's shared state (its socket among it).
+    pub(crate) fn shared(&self) -> &Arc<PeerShared> {
+        &self.socket.get_ref().shared
+    }
+
     /// Reads frames, handing each message within the rate limits to `on_message`, which may end
     /// the connection with `Break(reason)`, until the connection ends or the socket's receive
     /// timeout (if it has one) passes with nothing to read.

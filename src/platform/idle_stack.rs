@@ -57,8 +57,9 @@ impl IdleStack {
                 unsafe { libc::madvise(lowest as *mut libc::c_void, keep_from - lowest, libc::MADV_DONTNEED) };
             }
         }
-        // The outcome needs no looking at: the caller reads next, which tells data, end or error
-        // apart; an interrupted wait just means that read comes sooner.
+        // Not `poll::wait_readable`: its vector and its calls would reach below this frame, into the
+        // page just handed back. The outcome needs no looking at: the caller reads next, which
+        // tells data, end or error apart; an interrupted wait just means that read comes sooner.
         // SAFETY: `wanted` is one valid pollfd, and the descriptor is borrowed for the call.
         unsafe { libc::poll(&mut wanted, 1, -1) };
     }
