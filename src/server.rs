@@ -44,13 +44,15 @@ impl Server {
         config.check_modes().map_err(Error::Config)?;
         crate::platform::malloc::tune_for_many_threads();
         // One descriptor per peer, plus a few for the listener and HTTP requests.
-        if let Some(limit) = crate::platform::fd_limit::raise_open_file_limit()
-            && limit < config.max_connections as u64 + 64
-        {
-            log::warn!(
-                "open-file limit is {limit}, too low for MAX_CONNECTIONS={}; raise it (ulimit -n, or LimitNOFILE)",
-                config.max_connections
-            );
+        let descriptors = config.max_connections as u64 + 64;
+        if let Some(limit) = crate::platform::fd_limit::raise_open_file_limit() {
+            if limit < descriptors {
+                log::warn!(
+                    "open-file limit is {limit}, too low for MAX_CONNECTIONS={}; raise it (ulimit -n, or LimitNOFILE)",
+                    config.max_connections
+                );
+            }
+            crate::platform::fd_limit::reserve_descriptor_table(descriptors, limit);
         }
         let listener = bind(&config)?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: unspecified(), source })?;

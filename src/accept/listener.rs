@@ -18,14 +18,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
-
 use crate::accept::awaiting_request::AwaitingRequest;
 use crate::accept::handshakes::{Refusal, Ticket};
 use crate::accept::http_desk::Arrival;
 use crate::accept::request_head::{HeadError, RequestHead, read_head};
 use crate::accept::upgrade::AdmittedPeer;
-use crate::accept::{http, http_desk, upgrade};
+use crate::accept::{handoff, http, http_desk, upgrade};
 use crate::context::ServerState;
 use crate::error::Error;
 use crate::metrics;
@@ -159,16 +157,16 @@ impl Handoffs {
     }
 }
 
-/// A thread that serves what it is handed, one item at a time, from a bounded queue. It asks for
-/// the short time slice (see `time_slice`; the threads the starter starts inherit it), and ends
-/// when the `Handoff` is dropped.
+/// A thread that serves what it is handed, one item at a time, from a bounded queue that it waits
+/// on without yielding the CPU (`handoff`). It asks for the short time slice (see `time_slice`;
+/// the threads the starter starts inherit it), and ends when the `Handoff` is dropped.
 struct Handoff<T> {
-    waiting: Sender<T>,
+    waiting: handoff::Handoff<T>,
 }
 
 impl<T: Send + 'static> Handoff<T> {
     fn start(name: &str, capacity: usize, mut serve: impl FnMut(T) + Send + 'static) -> Result<Handoff<T>, Error> {
-        let (waiting, arrivals) = crossbeam_channel::bounded::<T>(capacity);
+        let (waiting, arrivals) = handoff::bounded::<T>(capacity);
         spawn_named(name, move || {
             crate::platform::time_slice::prefer_prompt_wakeups();
             for item in arrivals {
@@ -180,7 +178,7 @@ impl<T: Send + 'static> Handoff<T> {
 
     /// Queues `item` without waiting; gives it back if the queue is full.
     fn try_pass(&self, item: T) -> Result<(), T> {
-        self.waiting.try_send(item).map_err(|(TrySendError::Full(item) | TrySendError::Disconnected(item))| item)
+        self.waiting.try_pass(item)
     }
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 pub(crate) mod awaiting_request;
 pub(crate) mod bind;
+pub(crate) mod handoff;
 pub(crate) mod handshakes;
 pub(crate) mod http;
 pub(crate) mod http_desk;
