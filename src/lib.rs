@@ -48,6 +48,7 @@ mod util;
 
 pub use config::{Config, ConfigError, LogFormat, SETTINGS, Setting, env_help};
 pub use error::Error;
+pub use platform::service_heap::ServiceHeap;
 pub use server::{Server, ServerHandle};
 
 /// Entry points for the fuzz targets in `fuzz/` (not part of the supported API).

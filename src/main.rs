@@ -7,7 +7,12 @@ mod reexec;
 
 use std::process::ExitCode;
 
-use peerpigeon::{Config, Error, LogFormat, Server, env_help};
+use peerpigeon::{Config, Error, LogFormat, Server, ServiceHeap, env_help};
+
+/// The acceptor and the HTTP desk allocate from a small heap of their own, so that a `/health`
+/// request never waits for a malloc lock held by one of thousands of peer threads (`service_heap`).
+#[global_allocator]
+static ALLOCATOR: ServiceHeap = ServiceHeap;
 
 const USAGE: &str = "\
 PeerPigeon-rs: WebSocket signaling server for PeerPigeon WebRTC meshes

@@ -81,6 +81,7 @@ impl Server {
             let handoffs = listener::Handoffs::start(&state)?;
             spawn_named("acceptor", move || {
                 crate::platform::time_slice::prefer_prompt_wakeups();
+                crate::platform::service_heap::use_on_this_thread();
                 listener::run_accept_loop(listener, state, handoffs)
             })?
         };

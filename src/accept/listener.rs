@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::metrics;
 use crate::peer;
 use crate::platform::poll::{self, Readiness};
+use crate::platform::service_heap;
 use crate::util::threads::spawn_named;
 use crate::util::throttled_log::ThrottledLog;
 
@@ -122,11 +123,12 @@ impl Handoffs {
     /// Starts the desk and the starter threads.
     pub(crate) fn start(state: &Arc<ServerState>) -> Result<Handoffs, Error> {
         let desk_state = state.clone();
-        let desk = Handoff::start("http-desk", http_desk::WAITING, move |(stream, head)| {
+        let desk = Handoff::start("http-desk", http_desk::WAITING, Heap::Own, move |(stream, head)| {
             http_desk::answer(stream, head, &desk_state)
         })?;
         let starter_state = state.clone();
-        let starter = Handoff::start("starter", WAITING_TO_START, move |stream| hand_off(stream, &starter_state))?;
+        let starter =
+            Handoff::start("starter", WAITING_TO_START, Heap::Shared, move |stream| hand_off(stream, &starter_state))?;
         Ok(Handoffs { desk, starter })
     }
 
@@ -152,9 +154,18 @@ impl Handoffs {
     /// starts it itself.
     fn start_thread(&self, stream: TcpStream, state: &Arc<ServerState>) {
         if let Err(stream) = self.starter.try_pass(stream) {
-            hand_off(stream, state);
+            // What a thread start allocates is freed by the new thread, one of the crowd.
+            service_heap::with_shared_heap(|| hand_off(stream, state));
         }
     }
+}
+
+/// Which heap a handoff thread allocates from (`service_heap`): the desk answers `/health` during
+/// connection storms and takes its own; the starter's allocations are freed by the threads it
+/// starts, so it shares glibc's with them.
+enum Heap {
+    Own,
+    Shared,
 }
 
 /// A thread that serves what it is handed, one item at a time, from a bounded queue that it waits
@@ -165,10 +176,18 @@ struct Handoff<T> {
 }
 
 impl<T: Send + 'static> Handoff<T> {
-    fn start(name: &str, capacity: usize, mut serve: impl FnMut(T) + Send + 'static) -> Result<Handoff<T>, Error> {
+    fn start(
+        name: &str,
+        capacity: usize,
+        heap: Heap,
+        mut serve: impl FnMut(T) + Send + 'static,
+    ) -> Result<Handoff<T>, Error> {
         let (waiting, arrivals) = handoff::bounded::<T>(capacity);
         spawn_named(name, move || {
             crate::platform::time_slice::prefer_prompt_wakeups();
+            if let Heap::Own = heap {
+                service_heap::use_on_this_thread();
+            }
             for item in arrivals {
                 serve(item);
             }

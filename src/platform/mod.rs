@@ -10,6 +10,7 @@ pub(crate) mod listen_backlog;
 pub(crate) mod malloc;
 pub(crate) mod poll;
 pub(crate) mod proc_stats;
+pub(crate) mod service_heap;
 pub(crate) mod socket_flags;
 pub(crate) mod thread_budget;
 pub(crate) mod thread_name;
