@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::accept::bind::bind;
 use crate::accept::listener;
@@ -76,15 +76,18 @@ impl Server {
         } else {
             Vec::new()
         };
-        let acceptor = {
+        // The acceptor may go on on another thread (`listener.rs`): what shutdown waits for is the
+        // end of the last one, when `running` is dropped.
+        let (running, acceptor_gone) = crossbeam_channel::bounded::<()>(0);
+        {
             let state = state.clone();
             let handoffs = listener::Handoffs::start(&state)?;
             spawn_named("acceptor", move || {
                 crate::platform::time_slice::prefer_prompt_wakeups();
                 crate::platform::service_heap::use_on_this_thread();
-                listener::run_accept_loop(listener, state, handoffs)
-            })?
-        };
+                listener::run_accept_loop(listener, state, handoffs, running)
+            })?;
+        }
         // The first process figures for /health, with the server's own threads running; the
         // sweeper keeps them current.
         proc_stats::sample();
@@ -117,7 +120,7 @@ impl Server {
         drop(hub_threads); // they end by themselves once told to stop; nothing waits for them
         Ok(ServerHandle {
             state,
-            acceptor: Some(acceptor),
+            acceptor_gone: Some(acceptor_gone),
             sweeper: Some(sweeper),
             cluster_publisher,
             stop_threads: Some(stop_threads),
@@ -128,7 +131,8 @@ impl Server {
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
     state: Arc<ServerState>,
-    acceptor: Option<JoinHandle<()>>,
+    /// Disconnected once the (last) acceptor thread has ended.
+    acceptor_gone: Option<Receiver<()>>,
     sweeper: Option<JoinHandle<()>>,
     cluster_publisher: Option<JoinHandle<()>>,
     stop_threads: Option<Sender<()>>,
@@ -158,8 +162,8 @@ impl ServerHandle {
         log::info!("shutting down");
         // The accept thread is blocked in accept(); a connection of our own wakes it to see the flag.
         let woken = TcpStream::connect_timeout(&wake_address(self.state.local_addr), Duration::from_secs(1)).is_ok();
-        if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
-            let _ = acceptor.join();
+        if let Some(acceptor_gone) = self.acceptor_gone.take().filter(|_| woken) {
+            let _ = acceptor_gone.recv();
         }
         // Cluster mode: the others hear that this instance's peers are all leaving, before the
         // publisher stops (it sends what is queued first).

@@ -159,3 +159,41 @@ fn healthcheck_says_whether_the_server_on_port_answers() {
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot reach"));
 }
+
+/// The threads of process `pid` named `acceptor`, by thread id.
+fn acceptor_threads(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let named = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok();
+    tasks
+        .filter_map(|task| task.ok()?.file_name().into_string().ok())
+        .filter(|tid| named(tid).is_some_and(|comm| comm.trim() == "acceptor"))
+        .collect()
+}
+
+#[test]
+fn after_a_connection_storm_a_fresh_acceptor_takes_over_and_the_server_goes_on() {
+    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
+    let first = acceptor_threads(running.pid());
+    assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
+    // 300 connections (the storm is 256), then quiet: the work moves to a new thread.
+    for _ in 0..300 {
+        assert_eq!(common::http_get(addr, "/health").status, 200);
+    }
+    let deadline = Instant::now() + common::WAIT;
+    let relieved = loop {
+        let now = acceptor_threads(running.pid());
+        if now.len() == 1 && now != first {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the acceptor was not relieved: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!relieved.contains(&first[0]), "the old acceptor thread has ended");
+    // The new acceptor serves HTTP and WebSocket alike, and the server still shuts down promptly.
+    assert_eq!(common::http_get(addr, "/health").status, 200);
+    let mut peer = Client::join(addr, "n");
+    running.signal("TERM");
+    assert!(peer.expect_close().is_some(), "peers are told the server goes away");
+    let status = wait_exit(running, Duration::from_secs(10)).expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 use crate::accept::awaiting_request::AwaitingRequest;
 use crate::accept::handshakes::{Refusal, Ticket};
 use crate::accept::http_desk::Arrival;
@@ -29,7 +31,7 @@ use crate::error::Error;
 use crate::metrics;
 use crate::peer;
 use crate::platform::poll::{self, Readiness};
-use crate::platform::service_heap;
+use crate::platform::{fresh_thread, service_heap};
 use crate::util::threads::spawn_named;
 use crate::util::throttled_log::ThrottledLog;
 
@@ -40,35 +42,91 @@ const CONNECTION_STACK: usize = 256 * 1024;
 
 /// Accepts connections until the server shuts down, handing each to the HTTP desk or the starter
 /// (see the module docs); one whose client has sent nothing yet waits a moment first
-/// (`awaiting_request`). Their threads end when this returns.
-pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs) {
+/// (`awaiting_request`). After a connection storm the work goes on on a fresh thread
+/// ([`Acceptor::relieve_after_a_storm`]). The desk and the starter end when the last acceptor does,
+/// and then `running` is dropped.
+pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs, running: Sender<()>) {
     // Accepting without waiting lets one `poll` wait on the listener and the silent connections
     // alike. Accepted sockets do not inherit it: a connection's own thread reads as usual.
-    let mut awaiting = AwaitingRequest::default();
     let nonblocking = listener.set_nonblocking(true);
     if let Err(err) = &nonblocking {
         log::warn!("cannot make the listening socket non-blocking ({err}): silent connections get a thread at once");
     }
     let hold_silent = nonblocking.is_ok() && !crate::platform::switched_off("awaiting_request");
-    while !state.is_shutting_down() {
-        let limit = awaiting.until_next_deadline(Instant::now());
-        let sockets: Vec<_> = std::iter::once(listener.as_fd()).chain(awaiting.sockets()).collect();
-        let readiness = match poll::wait_readable(&sockets, limit) {
-            Ok(readiness) => readiness,
-            Err(err) => {
-                log::error!("the acceptor cannot wait on its sockets: {err}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
+    Acceptor {
+        listener,
+        state,
+        handoffs,
+        awaiting: AwaitingRequest::default(),
+        hold_silent,
+        accepted_here: 0,
+        _running: running,
+    }
+    .run();
+}
+
+/// Connections accepted by one acceptor thread after which, once [`QUIET`] passes without another,
+/// the work goes on on a fresh thread (`platform/fresh_thread.rs` says why).
+const STORM: u64 = 256;
+/// How long without a new connection ends a storm.
+const QUIET: Duration = Duration::from_millis(20);
+
+/// What the acceptor thread owns, handed on whole to a fresh thread after a storm.
+struct Acceptor {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    handoffs: Handoffs,
+    awaiting: AwaitingRequest,
+    hold_silent: bool,
+    /// Connections accepted by the current thread.
+    accepted_here: u64,
+    /// Dropped when the last acceptor ends (after everything above): `ServerHandle` waits for it.
+    _running: Sender<()>,
+}
+
+impl Acceptor {
+    fn run(mut self) {
+        while !self.state.is_shutting_down() {
+            let mut limit = self.awaiting.until_next_deadline(Instant::now());
+            if self.accepted_here >= STORM {
+                limit = Some(limit.map_or(QUIET, |limit| limit.min(QUIET)));
             }
+            let sockets: Vec<_> = std::iter::once(self.listener.as_fd()).chain(self.awaiting.sockets()).collect();
+            let readiness = match poll::wait_readable(&sockets, limit) {
+                Ok(readiness) => readiness,
+                Err(err) => {
+                    log::error!("the acceptor cannot wait on its sockets: {err}");
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            drop(sockets);
+            if self.accepted_here >= STORM && readiness.iter().all(|ready| *ready == Readiness::Waiting) {
+                match self.relieve_after_a_storm() {
+                    Ok(()) => return,
+                    Err(same) => self = same,
+                }
+            }
+            // The ones that spoke (or whose wait is over) first: they were accepted earlier.
+            for stream in self.awaiting.take_ready(&readiness[1..], Instant::now()) {
+                self.handoffs.route(stream, &self.state);
+            }
+            if readiness[0] == Readiness::Ready {
+                let awaiting = self.hold_silent.then_some(&mut self.awaiting);
+                self.accepted_here += accept_waiting(&self.listener, &self.state, &self.handoffs, awaiting);
+            }
+        }
+    }
+
+    /// Hands everything to a fresh acceptor thread, which starts owing the scheduler nothing; gives
+    /// it back if no thread can be had.
+    fn relieve_after_a_storm(mut self) -> Result<(), Acceptor> {
+        self.accepted_here = 0;
+        let prepare = || {
+            crate::platform::time_slice::prefer_prompt_wakeups();
+            service_heap::use_on_this_thread();
         };
-        drop(sockets);
-        // The ones that spoke (or whose wait is over) first: they were accepted earlier.
-        for stream in awaiting.take_ready(&readiness[1..], Instant::now()) {
-            handoffs.route(stream, &state);
-        }
-        if readiness[0] == Readiness::Ready {
-            accept_waiting(&listener, &state, &handoffs, hold_silent.then_some(&mut awaiting));
-        }
+        fresh_thread::continue_on_fresh_thread("acceptor", self, prepare, Acceptor::run)
     }
 }
 
@@ -76,26 +134,28 @@ pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, ha
 const ACCEPT_BATCH: usize = 64;
 
 /// Accepts the connections waiting on `listener` (up to [`ACCEPT_BATCH`]) and routes each, or
-/// holds it in `awaiting` if its client has sent nothing yet and there is room.
+/// holds it in `awaiting` if its client has sent nothing yet and there is room. Returns how many.
 fn accept_waiting(
     listener: &TcpListener,
     state: &Arc<ServerState>,
     handoffs: &Handoffs,
     mut awaiting: Option<&mut AwaitingRequest>,
-) {
+) -> u64 {
+    let mut accepted = 0;
     for _ in 0..ACCEPT_BATCH {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return accepted,
             Err(err) => {
                 log::warn!("accept failed: {err}");
                 // Out of file descriptors: retrying at once would spin. Give closing sockets a moment.
                 if err.raw_os_error() == Some(24) || err.raw_os_error() == Some(23) {
                     thread::sleep(Duration::from_millis(50));
                 }
-                return;
+                return accepted;
             }
         };
+        accepted += 1;
         match (http_desk::look(&stream), awaiting.as_deref_mut()) {
             (Arrival::Nothing, Some(awaiting)) => {
                 if let Err(stream) = awaiting.hold(stream, Instant::now()) {
@@ -105,6 +165,7 @@ fn accept_waiting(
             (arrival, _) => handoffs.route_arrived(stream, arrival, state),
         }
     }
+    accepted
 }
 
 /// Connections that may wait for the starter thread. Past this the accept thread starts their
