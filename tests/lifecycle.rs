@@ -175,7 +175,7 @@ fn after_a_connection_storm_a_fresh_acceptor_takes_over_and_the_server_goes_on()
     let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
     let first = acceptor_threads(running.pid());
     assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
-    // 300 connections (the storm is 256), then quiet: the work moves to a new thread.
+    // 300 connections: the work moves to a new thread every 64.
     for _ in 0..300 {
         assert_eq!(common::http_get(addr, "/health").status, 200);
     }

@@ -4,12 +4,12 @@
 //! Linux's EEVDF scheduler keeps, for each thread, how far it is ahead of its fair share of the CPU
 //! (its "lag"), across sleeps, and makes a thread that ran more than its share wait until the
 //! others have caught up. The acceptor runs far more than its share in a connection storm (ten
-//! thousand accepts in a second, among thousands of runnable peer threads), and paid for it
-//! afterwards: in perf traces of the 10,000-peer run it waited 30-486 ms on the run queue after the
-//! storm each time a `/health` request woke it. A new thread starts owing nothing. So once a storm
-//! is over the acceptor hands its listener and its state to a new thread and ends
-//! (docs/performance.md, "The door during a storm"). `PEERPIGEON_WITHOUT=fresh_thread` keeps the
-//! same thread, for measuring.
+//! thousand accepts in a second, among thousands of runnable peer threads), and paid for it: in perf
+//! traces of the 10,000-peer run it waited 30-486 ms on the run queue at the end of the storm, each
+//! time with a `/health` request behind it. A new thread starts owing nothing, so the acceptor hands
+//! its listener and its state to a new thread every 64 connections and ends (docs/performance.md,
+//! "The door during a storm"). `PEERPIGEON_WITHOUT=fresh_thread` keeps the same thread, for
+//! measuring.
 
 use crossbeam_channel::bounded;
 
