@@ -29,8 +29,10 @@ const SIZES: usize = 13;
 const NOT_YET: usize = 0;
 const UNAVAILABLE: usize = usize::MAX;
 
-/// The global allocator that gives the threads marked by [`use_on_this_thread`] their own heap and
-/// every other thread glibc's (`System`). Install it in a binary with
+/// A global allocator that gives the server's acceptor and HTTP desk threads a small heap of their
+/// own, so that a `/health` request never waits for a malloc lock held by one of thousands of peer
+/// threads, and every other thread glibc's (`System`). The `peerpigeon` binary installs it; a
+/// program that embeds the server may too:
 /// `#[global_allocator] static ALLOCATOR: peerpigeon::ServiceHeap = peerpigeon::ServiceHeap;`.
 pub struct ServiceHeap;
 
