@@ -9,7 +9,8 @@
 //! connection whose client has sent nothing yet waits a few milliseconds to be told apart
 //! (`awaiting_request`). The accept thread does not start threads itself either, it hands the socket
 //! to the `starter` thread: while thousands of peers connect, a thread start can take long enough
-//! to hold up every connection queued behind it (docs/performance.md).
+//! to hold up every connection queued behind it (docs/performance.md). Every 64 connections, though,
+//! it starts one for itself: the accept loop goes on on a fresh thread (`platform/fresh_thread.rs`).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};

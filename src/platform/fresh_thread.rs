@@ -14,6 +14,7 @@
 use crossbeam_channel::bounded;
 
 use crate::util::threads::spawn_named;
+use crate::util::throttled_log::ThrottledLog;
 
 /// Goes on with `body(work)` on a new thread named `name`, which first calls `prepare` (thread
 /// settings are not inherited in full: the time slice is, the allocator's choice is not). Gives
@@ -40,7 +41,9 @@ pub(crate) fn continue_on_fresh_thread<T: Send + 'static>(
     match spawned {
         Ok(_) => Ok(()),
         Err(err) => {
-            log::warn!("cannot start a fresh {name} thread ({err}); going on with the old one");
+            // Out of threads, this would repeat at every hand-over: said at most every 10 s.
+            static NO_THREAD: ThrottledLog = ThrottledLog::new();
+            NO_THREAD.warn(|| format!("cannot start a fresh {name} thread ({err}); going on with the old one"));
             takeover.try_recv().map_or(Ok(()), Err)
         }
     }
