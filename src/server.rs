@@ -79,15 +79,7 @@ impl Server {
         // The acceptor may go on on another thread (`listener.rs`): what shutdown waits for is the
         // end of the last one, when `running` is dropped.
         let (running, acceptor_gone) = crossbeam_channel::bounded::<()>(0);
-        {
-            let state = state.clone();
-            let handoffs = listener::Handoffs::start(&state)?;
-            spawn_named("acceptor", move || {
-                crate::platform::time_slice::prefer_prompt_wakeups();
-                crate::platform::service_heap::use_on_this_thread();
-                listener::run_accept_loop(listener, state, handoffs, running)
-            })?;
-        }
+        listener::start(listener, &state, running)?;
         // The first process figures for /health, with the server's own threads running; the
         // sweeper keeps them current.
         proc_stats::sample();

@@ -3,9 +3,9 @@
 //!
 //! Why not a crossbeam channel: before it sleeps, a crossbeam (or std) receiver spins and then
 //! calls `sched_yield` a few times. Under Linux's EEVDF scheduler a thread that yields gives up its
-//! place: while thousands of peer threads are runnable (a connection storm), the desk waited up to
-//! 125 ms after such a yield before it looked at its queue again, with a `/health` request in it
-//! (docs/performance.md, "The door during a storm"). A `Mutex` and a `Condvar` (futexes) sleep and
+//! place: while thousands of peer threads are runnable (a connection storm), the desk then waited
+//! long before it looked at its queue again, with a `/health` request in it (measured in
+//! docs/performance.md, "The door during a storm"). A `Mutex` and a `Condvar` (futexes) sleep and
 //! wake without yielding.
 
 use std::collections::VecDeque;
@@ -107,8 +107,17 @@ mod tests {
     #[test]
     fn a_waiting_receiver_wakes_for_an_item() {
         let (handoff, mut arrivals) = bounded(1);
-        let receiver = std::thread::spawn(move || arrivals.next());
+        let (waiting, receiver_waits) = std::sync::mpsc::channel();
+        let (taken, took) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            waiting.send(()).unwrap();
+            taken.send(arrivals.next()).unwrap();
+        });
+        // The receiver is on its way into its wait (and, given a moment, in it) before the item comes;
+        // without a wake-up it would never see it, and the bounded wait below fails.
+        receiver_waits.recv().unwrap();
+        assert!(took.recv_timeout(std::time::Duration::from_millis(50)).is_err(), "nothing to take yet");
         handoff.try_pass(7).unwrap();
-        assert_eq!(receiver.join().unwrap(), Some(7));
+        assert_eq!(took.recv_timeout(std::time::Duration::from_secs(5)), Ok(Some(7)));
     }
 }

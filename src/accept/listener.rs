@@ -41,12 +41,22 @@ use crate::util::throttled_log::ThrottledLog;
 /// a thread touches cost memory; the rest is address space.
 const CONNECTION_STACK: usize = 256 * 1024;
 
-/// Accepts connections until the server shuts down, handing each to the HTTP desk or the starter
-/// (see the module docs); one whose client has sent nothing yet waits a moment first
-/// (`awaiting_request`). Every [`RELIEVE_EVERY`] connections the work goes on on a fresh thread
-/// ([`Acceptor::relieve`]). The desk and the starter end when the last acceptor does, and then
-/// `running` is dropped.
-pub(crate) fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs, running: Sender<()>) {
+/// Starts the desk, the starter and the acceptor, which accepts connections until the server shuts
+/// down, handing each to the desk or the starter (see the module docs); one whose client has sent
+/// nothing yet waits a moment first (`awaiting_request`). Every [`RELIEVE_EVERY`] connections the
+/// work goes on on a fresh thread ([`Acceptor::relieve`]). The desk and the starter end when the
+/// last acceptor does, and then `running` is dropped.
+pub(crate) fn start(listener: TcpListener, state: &Arc<ServerState>, running: Sender<()>) -> Result<(), Error> {
+    let handoffs = Handoffs::start(state)?;
+    let state = state.clone();
+    spawn_named("acceptor", move || {
+        Acceptor::prepare_thread();
+        run_accept_loop(listener, state, handoffs, running);
+    })?;
+    Ok(())
+}
+
+fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Handoffs, running: Sender<()>) {
     // Accepting without waiting lets one `poll` wait on the listener and the silent connections
     // alike. Accepted sockets do not inherit it: a connection's own thread reads as usual.
     let nonblocking = listener.set_nonblocking(true);
@@ -120,11 +130,14 @@ impl Acceptor {
     /// it back if no thread can be had (the count starts again either way).
     fn relieve(mut self) -> Result<(), Acceptor> {
         self.accepted_here = 0;
-        let prepare = || {
-            crate::platform::time_slice::prefer_prompt_wakeups();
-            service_heap::use_on_this_thread();
-        };
-        fresh_thread::continue_on_fresh_thread("acceptor", self, prepare, Acceptor::run)
+        fresh_thread::continue_on_fresh_thread("acceptor", self, Acceptor::prepare_thread, Acceptor::run)
+    }
+
+    /// What an acceptor thread asks for before it accepts: the short time slice (`time_slice`) and
+    /// its own heap (`service_heap`).
+    fn prepare_thread() {
+        crate::platform::time_slice::prefer_prompt_wakeups();
+        service_heap::use_on_this_thread();
     }
 }
 
@@ -171,23 +184,24 @@ fn accept_waiting(
 const WAITING_TO_START: usize = 1024;
 
 /// The two threads the accept thread hands connections to.
-pub(crate) struct Handoffs {
+struct Handoffs {
     /// Answers plain HTTP requests that are complete on arrival (`http_desk`).
-    desk: Handoff<(TcpStream, RequestHead)>,
+    desk: handoff::Handoff<(TcpStream, RequestHead)>,
     /// Starts every other connection's own thread.
-    starter: Handoff<TcpStream>,
+    starter: handoff::Handoff<TcpStream>,
 }
 
 impl Handoffs {
     /// Starts the desk and the starter threads.
-    pub(crate) fn start(state: &Arc<ServerState>) -> Result<Handoffs, Error> {
+    fn start(state: &Arc<ServerState>) -> Result<Handoffs, Error> {
         let desk_state = state.clone();
-        let desk = Handoff::start("http-desk", http_desk::WAITING, Heap::Own, move |(stream, head)| {
+        let desk = start_handoff_thread("http-desk", http_desk::WAITING, Heap::Own, move |(stream, head)| {
             http_desk::answer(stream, head, &desk_state)
         })?;
         let starter_state = state.clone();
-        let starter =
-            Handoff::start("starter", WAITING_TO_START, Heap::Shared, move |stream| hand_off(stream, &starter_state))?;
+        let starter = start_handoff_thread("starter", WAITING_TO_START, Heap::Shared, move |stream| {
+            hand_off(stream, &starter_state)
+        })?;
         Ok(Handoffs { desk, starter })
     }
 
@@ -227,37 +241,27 @@ enum Heap {
     Shared,
 }
 
-/// A thread that serves what it is handed, one item at a time, from a bounded queue that it waits
-/// on without yielding the CPU (`handoff`). It asks for the short time slice (see `time_slice`;
-/// the threads the starter starts inherit it), and ends when the `Handoff` is dropped.
-struct Handoff<T> {
-    waiting: handoff::Handoff<T>,
-}
-
-impl<T: Send + 'static> Handoff<T> {
-    fn start(
-        name: &str,
-        capacity: usize,
-        heap: Heap,
-        mut serve: impl FnMut(T) + Send + 'static,
-    ) -> Result<Handoff<T>, Error> {
-        let (waiting, arrivals) = handoff::bounded::<T>(capacity);
-        spawn_named(name, move || {
-            crate::platform::time_slice::prefer_prompt_wakeups();
-            if let Heap::Own = heap {
-                service_heap::use_on_this_thread();
-            }
-            for item in arrivals {
-                serve(item);
-            }
-        })?;
-        Ok(Handoff { waiting })
-    }
-
-    /// Queues `item` without waiting; gives it back if the queue is full.
-    fn try_pass(&self, item: T) -> Result<(), T> {
-        self.waiting.try_pass(item)
-    }
+/// Starts a thread that serves what it is handed, one item at a time, from a bounded queue that
+/// it waits on without yielding the CPU (`handoff`); returns the queue's sending side. The thread
+/// asks for the short time slice (see `time_slice`; the threads the starter starts inherit it), and
+/// ends when the returned `Handoff` is dropped.
+fn start_handoff_thread<T: Send + 'static>(
+    name: &str,
+    capacity: usize,
+    heap: Heap,
+    mut serve: impl FnMut(T) + Send + 'static,
+) -> Result<handoff::Handoff<T>, Error> {
+    let (waiting, arrivals) = handoff::bounded::<T>(capacity);
+    spawn_named(name, move || {
+        crate::platform::time_slice::prefer_prompt_wakeups();
+        if let Heap::Own = heap {
+            service_heap::use_on_this_thread();
+        }
+        for item in arrivals {
+            serve(item);
+        }
+    })?;
+    Ok(waiting)
 }
 
 /// Starts the connection's own thread, unless its place among the handshakes in flight is refused

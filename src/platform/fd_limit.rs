@@ -31,8 +31,8 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// Grows the process's descriptor table at start to hold `descriptors`, so that it does not grow
 /// while peers connect. The kernel doubles the table when a new descriptor does not fit, and each
 /// time the thread that opens the descriptor (the acceptor, in `accept`) waits for an RCU grace
-/// period: 15-30 ms, several times over in the first 10,000 connections, while every connection and
-/// every `/health` request behind it waits too (docs/performance.md, "The door during a storm").
+/// period, several times over in the first 10,000 connections, while every connection and every
+/// `/health` request behind it waits too (docs/performance.md, "The door during a storm").
 /// Asking for a descriptor numbered `descriptors - 1` (capped by the open-file limit) and closing
 /// it again grows the table once, before anyone is waiting; the table stays grown. Costs the kernel
 /// 8 bytes per slot (160 KiB for 20,000), not the process.

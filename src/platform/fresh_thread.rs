@@ -4,11 +4,10 @@
 //! Linux's EEVDF scheduler keeps, for each thread, how far it is ahead of its fair share of the CPU
 //! (its "lag"), across sleeps, and makes a thread that ran more than its share wait until the
 //! others have caught up. The acceptor runs far more than its share in a connection storm (ten
-//! thousand accepts in a second, among thousands of runnable peer threads), and paid for it: in perf
-//! traces of the 10,000-peer run it waited 30-486 ms on the run queue at the end of the storm, each
-//! time with a `/health` request behind it. A new thread starts owing nothing, so the acceptor hands
-//! its listener and its state to a new thread every 64 connections and ends (docs/performance.md,
-//! "The door during a storm"). `PEERPIGEON_WITHOUT=fresh_thread` keeps the same thread, for
+//! thousand accepts in a second, among thousands of runnable peer threads), and paid for it by
+//! waiting on the run queue at the end of the storm, with `/health` requests behind it. A new thread
+//! starts owing nothing, so the acceptor hands its listener and its state to a new thread every 64
+//! connections and ends (measured in docs/performance.md, "The door during a storm"). `PEERPIGEON_WITHOUT=fresh_thread` keeps the same thread, for
 //! measuring.
 
 use crossbeam_channel::bounded;

@@ -3,9 +3,9 @@
 //! glibc's allocator is tuned here for ten thousand threads (`malloc.rs`: two arenas, no per-thread
 //! cache), so every allocation takes one of two arena locks that all peer threads share. While
 //! thousands of peers are runnable, a peer thread that holds such a lock when its time slice ends
-//! keeps it until it runs again, and a `/health` request behind it waited on that lock for up to
-//! 118 ms (perf traces, docs/performance.md "The door during a storm"). Threads that call
-//! [`use_on_this_thread`] allocate from this heap instead, whose lock only they take.
+//! keeps it until it runs again, and a `/health` request behind it waited on that lock (measured in
+//! docs/performance.md, "The door during a storm"). Threads that call [`use_on_this_thread`]
+//! allocate from this heap instead, whose lock only they take.
 //!
 //! It is a plain size-class allocator: blocks of 16 bytes to 64 KiB in powers of two, carved from
 //! one reserved region and kept on a free list per size once freed (never handed back: the two
