@@ -7,7 +7,8 @@
 #
 #   bash bench/capacity.sh [peers=10000] [networks=100]
 #
-# Every peer is one server thread plus a load-generator thread and a socket on each side. 10,000
+# Every peer is one server thread and a socket on each side (the load generator serves its clients
+# from a few threads: docs/performance.md, "The load generator's herd"). 10,000
 # peers fit a stock kernel (vm.max_map_count 65,530, kernel.pid_max 32,768) and an open-file limit
 # of 20,000; past about 12,000, raise the limits first (as root; docs/deploy.md, "Sizing"):
 # sysctl -w vm.max_map_count=262144 kernel.pid_max=4194304, and LimitNOFILE / ulimit -n; with

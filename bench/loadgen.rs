@@ -1,5 +1,5 @@
 //! Load generator for any PeerPigeon signaling server (PeerPigeon-rs or the JavaScript reference):
-//! measures it from the outside, with blocking WebSocket clients, and prints one line of JSON.
+//! measures it from the outside, with WebSocket clients, and prints one line of JSON.
 //!
 //! ```text
 //! cargo run --release -p peerpigeon-bench --bin loadgen -- connect --url ws://127.0.0.1:3000 --peers 1000 [--networks 1] [--pid PID]
@@ -229,7 +229,7 @@ fn next_text(reader: &mut WebSocket<SocketHalf>) -> Option<Value> {
 /// `i % n`-th, so that consecutive peers of a network are on different servers.
 fn connect_many(url: &str, count: usize, networks: usize, prefix: &str) -> (Vec<Peer>, usize) {
     let urls: Vec<&str> = url.split(',').collect();
-    let threads = 16.min(count.max(1));
+    let threads = CLIENT_THREADS.min(count.max(1));
     let peers = Mutex::new(Vec::with_capacity(count));
     let failures = AtomicU64::new(0);
     std::thread::scope(|scope| {
@@ -271,56 +271,55 @@ fn process_stats(pid: Option<u32>) -> Value {
 // ------------------------------------------------------------------------------------------------
 // connect
 
-/// Every peer announces at once; each reader counts discoveries until it has seen its whole
+/// Every peer announces at once; then each peer counts discoveries until it has seen its whole
 /// network. Returns the peers (for later phases), the time it took, and the messages received.
+///
+/// The peers are served by [`CLIENT_THREADS`] threads, each waiting on its share of the sockets
+/// with `poll`, not by a thread per peer: 10,000 client threads started at once on the server's
+/// cores, in the server's scheduling group, are not what a server meets from clients on other
+/// machines, and they delayed its answers by up to 300 ms (docs/performance.md, "The load
+/// generator's herd").
 fn announce_and_discover(
     peers: Vec<Peer>,
     expected: impl Fn(&Peer) -> usize + Sync,
     limit: Duration,
 ) -> (Vec<Peer>, Value) {
-    let barrier = Barrier::new(peers.len() + 1);
+    let threads = CLIENT_THREADS.min(peers.len().max(1));
+    let barrier = Barrier::new(threads + 1);
     let received = AtomicU64::new(0);
     let incomplete = AtomicU64::new(0);
     let latest_done = AtomicU64::new(0);
     let started = AtomicU64::new(0);
+    let mut shares: Vec<Vec<Peer>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, peer) in peers.into_iter().enumerate() {
+        shares[i % threads].push(peer);
+    }
     let peers = std::thread::scope(|scope| {
-        let handles: Vec<_> = peers
+        let handles: Vec<_> = shares
             .into_iter()
-            .map(|mut peer| {
-                let (barrier, received, incomplete, latest_done) = (&barrier, &received, &incomplete, &latest_done);
-                let want = expected(&peer);
-                std::thread::Builder::new()
-                    .stack_size(128 * 1024)
-                    .spawn_scoped(scope, move || {
-                        let _ = peer.reader.get_ref().stream.set_read_timeout(Some(limit));
-                        barrier.wait();
+            .map(|share| {
+                let (barrier, received, incomplete, latest_done, expected) =
+                    (&barrier, &received, &incomplete, &latest_done, &expected);
+                scope.spawn(move || {
+                    let wants: Vec<usize> = share.iter().map(expected).collect();
+                    barrier.wait();
+                    let deadline = Instant::now() + limit;
+                    let mut share = share;
+                    for peer in &mut share {
                         let announce =
                             json!({"type": "announce", "networkName": peer.network, "data": {"peerId": peer.id}});
                         send(&mut peer.writer, &announce);
-                        let mut seen = 0;
-                        while seen < want {
-                            match next_text(&mut peer.reader) {
-                                Some(m) => {
-                                    received.fetch_add(1, Ordering::Relaxed);
-                                    if m["type"] == "peer-discovered" {
-                                        seen += 1;
-                                    }
-                                }
-                                None => break,
-                            }
-                        }
-                        if seen < want {
-                            incomplete.fetch_add(1, Ordering::Relaxed);
-                        }
-                        latest_done.fetch_max(now_us(), Ordering::Relaxed);
-                        peer
-                    })
-                    .expect("spawn a client thread")
+                    }
+                    let seen = discover(&mut share, &wants, deadline, received, latest_done);
+                    let short = seen.iter().zip(&wants).filter(|(seen, want)| seen < want).count();
+                    incomplete.fetch_add(short as u64, Ordering::Relaxed);
+                    share
+                })
             })
             .collect();
         started.store(now_us(), Ordering::Relaxed);
         barrier.wait();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect::<Vec<Peer>>()
+        handles.into_iter().filter_map(|h| h.join().ok()).flatten().collect::<Vec<Peer>>()
     });
     let elapsed_ms =
         (latest_done.load(Ordering::Relaxed).saturating_sub(started.load(Ordering::Relaxed))) as f64 / 1000.0;
@@ -330,6 +329,80 @@ fn announce_and_discover(
         "incompletePeers": incomplete.load(Ordering::Relaxed),
     });
     (peers, summary)
+}
+
+/// Threads that serve the clients of the `connect` phase and of the discovery.
+const CLIENT_THREADS: usize = 16;
+
+/// Reads the peers' messages, waiting on all their sockets at once, until each has been told of
+/// `wants[i]` peers or `deadline` passes; returns how many each was told of. The sockets are
+/// blocking again when it returns.
+fn discover(
+    peers: &mut [Peer],
+    wants: &[usize],
+    deadline: Instant,
+    received: &AtomicU64,
+    latest_done: &AtomicU64,
+) -> Vec<usize> {
+    use std::os::fd::AsRawFd;
+    let mut seen = vec![0; peers.len()];
+    let mut waiting: Vec<usize> = (0..peers.len()).filter(|&i| wants[i] > 0).collect();
+    for &i in &waiting {
+        let _ = peers[i].reader.get_ref().stream.set_nonblocking(true);
+    }
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = waiting
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: peers[i].reader.get_ref().stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = left.as_millis().clamp(1, 1000) as i32;
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the whole call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready <= 0 {
+            continue;
+        }
+        let mut ended = Vec::new();
+        for (slot, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            let i = waiting[slot];
+            loop {
+                match peers[i].reader.read() {
+                    Ok(Message::Text(text)) => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        let message: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                        if message["type"] == "peer-discovered" {
+                            seen[i] += 1;
+                        }
+                    }
+                    Ok(Message::Close(_)) => break ended.push(slot),
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => break ended.push(slot),
+                }
+            }
+            if seen[i] >= wants[i] && ended.last() != Some(&slot) {
+                latest_done.fetch_max(now_us(), Ordering::Relaxed);
+                ended.push(slot);
+            }
+        }
+        for slot in ended.into_iter().rev() {
+            waiting.remove(slot);
+        }
+    }
+    for peer in peers.iter() {
+        let _ = peer.reader.get_ref().stream.set_nonblocking(false);
+    }
+    seen
 }
 
 fn network_sizes(peers: &[Peer]) -> std::collections::HashMap<String, usize> {
@@ -375,8 +448,8 @@ fn connect_scenario(o: &Options) -> Value {
 ///
 /// A monitor is not one of the load generator's threads: in its own session the child is its own
 /// scheduling group (Linux autogroup), as a monitoring agent on a server would be, so what it
-/// measures is the server's answer, not how long the child waited behind the load generator's
-/// 10,000 client threads on the same two cores (up to 2 s when it was one of them). It runs as an
+/// measures is the server's answer, not how long the child waited behind the load generator's own
+/// threads on the same two cores (up to 2 s when it was one of 10,000 client threads). It runs as an
 /// ordinary process unless `--monitor realtime` asks for real-time scheduling (SCHED_FIFO, lowest
 /// priority; granted to root only), which takes the monitor's own wake-up delays out of the figures.
 /// The server under test is never given a priority. The report says which it was
