@@ -495,6 +495,9 @@ impl HealthMonitor {
 
 /// `loadgen health-poll`: polls until its standard input ends, then prints its report.
 fn health_poll_scenario(o: &Options) -> Value {
+    // Named apart from the load generator, so that `top`, `ps` and traces tell the two apart.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; this one outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"health-poll".as_ptr() as libc::c_ulong, 0, 0, 0) };
     let stop = Arc::new(AtomicBool::new(false));
     let stop_at_end_of_input = stop.clone();
     std::thread::spawn(move || {
@@ -510,9 +513,14 @@ fn health_poll_scenario(o: &Options) -> Value {
 /// It also reports how late the monitor itself woke from its sleeps between polls (`wakeLate*`):
 /// a wait that has nothing to do with the server. Where slow answers come with late wake-ups,
 /// the machine (its two cores, or the host under it) was not running the monitor, whatever the
-/// server did. `slowest` lists the five slowest answers as [seconds since the start, ms until
-/// connected, until the first byte, until complete], and `latestWakes` the five latest wake-ups as
-/// [seconds since the start, ms late], to line the two up.
+/// server did. A wait the monitor spends runnable but not running (preempted, or woken by the
+/// reply but not yet given a CPU) is not a late wake-up from a sleep; the kernel counts it for each
+/// thread (`/proc/thread-self/schedstat`), and each answer carries the monitor's own such wait
+/// (`ownWaitMaxMs` is the longest; `p99LessOwnWaitMs` the p99 of the answers less it, which is
+/// what the server and the network took). `slowest` lists the five slowest answers as [seconds
+/// since the start, ms until connected, until the first byte, until complete, of which the monitor
+/// itself waited for a CPU], and `latestWakes` the five latest wake-ups as [seconds since the
+/// start, ms late], to line the two up.
 fn poll_health(url: &str, stop: &AtomicBool) -> Value {
     const PERIOD: Duration = Duration::from_millis(100);
     let host = host_of(url);
@@ -533,16 +541,23 @@ fn poll_health(url: &str, stop: &AtomicBool) -> Value {
         wakes.push((asleep - began, asleep.elapsed().saturating_sub(pause)));
     }
     let totals: Vec<Duration> = answers.iter().map(|(_, timing)| timing.total).collect();
+    let own_waits: Vec<Duration> = answers.iter().map(|(_, timing)| timing.own_wait).collect();
+    let less_own: Vec<Duration> =
+        answers.iter().map(|(_, timing)| timing.total.saturating_sub(timing.own_wait)).collect();
     let lates: Vec<Duration> = wakes.iter().map(|(_, late)| *late).collect();
     let slowest = longest(
         &answers,
         |timing| timing.total,
-        |timing| vec![json!(ms(timing.connected)), json!(ms(timing.first_byte)), json!(ms(timing.total))],
+        |timing| {
+            let phases = [timing.connected, timing.first_byte, timing.total, timing.own_wait];
+            phases.map(|phase| json!(ms(phase))).to_vec()
+        },
     );
     let latest_wakes = longest(&wakes, |late| *late, |late| vec![json!(ms(*late))]);
     json!({"polls": answers.len() + failures, "failures": failures, "monitorRealtime": runs_realtime(),
            "p50Ms": percentile_ms(&totals, 0.5), "p99Ms": percentile_ms(&totals, 0.99),
            "maxMs": percentile_ms(&totals, 1.0), "slowest": slowest,
+           "ownWaitMaxMs": percentile_ms(&own_waits, 1.0), "p99LessOwnWaitMs": percentile_ms(&less_own, 0.99),
            "wakeLateP50Ms": percentile_ms(&lates, 0.5), "wakeLateP99Ms": percentile_ms(&lates, 0.99),
            "wakeLateMaxMs": percentile_ms(&lates, 1.0), "latestWakes": latest_wakes})
 }
@@ -591,11 +606,22 @@ struct HealthTiming {
     first_byte: Duration,
     /// Until the reply was complete (the server closed the connection).
     total: Duration,
+    /// How long, meanwhile, the monitor itself was runnable but waiting for a CPU.
+    own_wait: Duration,
+}
+
+/// How long the calling thread has spent runnable but waiting for a CPU since it started (the
+/// kernel's schedstat); zero where the kernel does not say.
+fn own_run_queue_wait() -> Duration {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let waited_ns = schedstat.split_whitespace().nth(1).and_then(|field| field.parse().ok()).unwrap_or(0);
+    Duration::from_nanos(waited_ns)
 }
 
 /// One `GET /health` on a fresh connection: its timing if the answer was 200 OK within 5 s.
 fn health_ok(host: &str) -> Option<HealthTiming> {
     let limit = Duration::from_secs(5);
+    let waited_before = own_run_queue_wait();
     let started = Instant::now();
     let mut stream = TcpStream::connect(host).ok()?;
     let connected = started.elapsed();
@@ -606,7 +632,9 @@ fn health_ok(host: &str) -> Option<HealthTiming> {
     stream.read_exact(&mut reply).ok()?;
     let first_byte = started.elapsed();
     stream.read_to_end(&mut reply).ok()?;
-    let timing = HealthTiming { connected, first_byte, total: started.elapsed() };
+    let total = started.elapsed();
+    let own_wait = own_run_queue_wait().saturating_sub(waited_before);
+    let timing = HealthTiming { connected, first_byte, total, own_wait };
     reply.starts_with(b"HTTP/1.1 200").then_some(timing)
 }
 
