@@ -170,9 +170,33 @@ fn acceptor_threads(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The accept loop moves to a fresh thread once a burst of connections is over, even a burst of
+/// one (`accept/listener.rs`, `QUIET`). Fails with `PEERPIGEON_WITHOUT=fresh_after_burst`.
+#[test]
+fn once_a_burst_of_connections_is_over_a_fresh_acceptor_waits_for_the_next() {
+    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
+    let first = acceptor_threads(running.pid());
+    assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
+    assert_eq!(common::http_get(addr, "/health").status, 200);
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let now = acceptor_threads(running.pid());
+        if now.len() == 1 && now != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the acceptor was not relieved after one connection: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(common::http_get(addr, "/health").status, 200);
+}
+
+/// Every 64 connections, without a pause between them, the accept loop moves to a fresh thread
+/// (the relief after a burst is left out, so that this one is what is tested). Fails with
+/// `PEERPIGEON_WITHOUT=fresh_thread`.
 #[test]
 fn after_a_connection_storm_a_fresh_acceptor_takes_over_and_the_server_goes_on() {
-    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
+    let port = common::test_port().to_string();
+    let (running, addr, _log) = run_binary(&[("PORT", &port), ("PEERPIGEON_WITHOUT", "fresh_after_burst")]);
     let first = acceptor_threads(running.pid());
     assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
     // 300 connections: the work moves to a new thread every 64.

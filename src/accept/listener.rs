@@ -10,7 +10,8 @@
 //! (`awaiting_request`). The accept thread does not start threads itself either, it hands the socket
 //! to the `starter` thread: while thousands of peers connect, a thread start can take long enough
 //! to hold up every connection queued behind it (docs/performance.md). Every 64 connections, though,
-//! it starts one for itself: the accept loop goes on on a fresh thread (`platform/fresh_thread.rs`).
+//! and once a burst of connections is over, it starts one for itself: the accept loop goes on on a
+//! fresh thread (`platform/fresh_thread.rs`).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -43,8 +44,8 @@ const CONNECTION_STACK: usize = 256 * 1024;
 
 /// Starts the desk, the starter and the acceptor, which accepts connections until the server shuts
 /// down, handing each to the desk or the starter (see the module docs); one whose client has sent
-/// nothing yet waits a moment first (`awaiting_request`). Every [`RELIEVE_EVERY`] connections the
-/// work goes on on a fresh thread ([`Acceptor::relieve`]). The desk and the starter end when the
+/// nothing yet waits a moment first (`awaiting_request`). Every [`RELIEVE_EVERY`] connections, and
+/// [`QUIET`] after the last of a burst, the work goes on on a fresh thread ([`Acceptor::relieve`]). The desk and the starter end when the
 /// last acceptor does, and then `running` is dropped.
 pub(crate) fn start(listener: TcpListener, state: &Arc<ServerState>, running: Sender<()>) -> Result<(), Error> {
     let handoffs = Handoffs::start(state)?;
@@ -70,6 +71,7 @@ fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Han
         handoffs,
         awaiting: AwaitingRequest::default(),
         hold_silent,
+        relieve_after_burst: !crate::platform::switched_off("fresh_after_burst"),
         accepted_here: 0,
         _running: running,
     }
@@ -81,14 +83,23 @@ fn run_accept_loop(listener: TcpListener, state: Arc<ServerState>, handoffs: Han
 /// the 10,000 the starter makes; a handful a day on a quiet server.
 const RELIEVE_EVERY: u64 = 64;
 
+/// How long without a new connection, once the current thread has accepted any, before the burst
+/// counts as over and the work moves to a fresh thread: the thread that then waits for the next
+/// connection owes the scheduler nothing, however much the one before it ran. Without this, the
+/// thread that accepted the end of a connection storm kept its debt while thousands of readers
+/// handled their peers' announces, and a health check arriving then waited for it.
+const QUIET: Duration = Duration::from_millis(1);
+
 /// What the acceptor thread owns, handed on whole to a fresh thread every [`RELIEVE_EVERY`]
-/// connections.
+/// connections and after a burst ([`QUIET`]).
 struct Acceptor {
     listener: TcpListener,
     state: Arc<ServerState>,
     handoffs: Handoffs,
     awaiting: AwaitingRequest,
     hold_silent: bool,
+    /// Whether the work moves to a fresh thread once a burst of connections is over ([`QUIET`]).
+    relieve_after_burst: bool,
     /// Connections accepted by the current thread.
     accepted_here: u64,
     /// Dropped when the last acceptor ends (after everything above): `ServerHandle` waits for it.
@@ -104,7 +115,12 @@ impl Acceptor {
                     Err(same) => self = same,
                 }
             }
-            let limit = self.awaiting.until_next_deadline(Instant::now());
+            let mut limit = self.awaiting.until_next_deadline(Instant::now());
+            // After a burst, a moment without connections hands the work on too (see `QUIET`).
+            let after_burst = self.relieve_after_burst && self.accepted_here > 0;
+            if after_burst {
+                limit = Some(limit.map_or(QUIET, |limit| limit.min(QUIET)));
+            }
             let sockets: Vec<_> = std::iter::once(self.listener.as_fd()).chain(self.awaiting.sockets()).collect();
             let readiness = match poll::wait_readable(&sockets, limit) {
                 Ok(readiness) => readiness,
@@ -115,6 +131,13 @@ impl Acceptor {
                 }
             };
             drop(sockets);
+            if after_burst && readiness.iter().all(|r| *r == Readiness::Waiting) {
+                match self.relieve() {
+                    Ok(()) => return,
+                    Err(same) => self = same,
+                }
+                continue;
+            }
             // The ones that spoke (or whose wait is over) first: they were accepted earlier.
             for stream in self.awaiting.take_ready(&readiness[1..], Instant::now()) {
                 self.handoffs.route(stream, &self.state);

@@ -7,8 +7,9 @@
 //! thousand accepts in a second, among thousands of runnable peer threads), and paid for it by
 //! waiting on the run queue at the end of the storm, with `/health` requests behind it. A new thread
 //! starts owing nothing, so the acceptor hands its listener and its state to a new thread every 64
-//! connections and ends (measured in docs/performance.md, "The door during a storm"). `PEERPIGEON_WITHOUT=fresh_thread` keeps the same thread, for
-//! measuring.
+//! connections, and once a burst of connections is over, and ends (measured in docs/performance.md,
+//! "The door during a storm" and "The load generator's herd"). `PEERPIGEON_WITHOUT=fresh_thread`
+//! keeps the same thread, for measuring; `fresh_after_burst` leaves out only the second.
 
 use crossbeam_channel::bounded;
 
