@@ -3,7 +3,8 @@
 # (MAX_CONNECTIONS = peers + 2,000) and then the JavaScript reference; one JSON line each from
 # bench/loadgen.rs: connect failures, full-discovery time, incomplete peers, RSS per peer, and the
 # latency of GET /health polled every 100 ms throughout by a monitor running as an ordinary process
-# (beside how late the monitor itself woke).
+# (beside how late the monitor itself woke and how long it waited for a CPU: ownWaitMaxMs, and
+# p99LessOwnWaitMs, the p99 less those waits).
 #
 #   bash bench/capacity.sh [peers=10000] [networks=100]
 #

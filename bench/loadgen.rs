@@ -19,7 +19,8 @@
 //!   Meanwhile `GET /health` is polled every 100 ms, from a child process in a session of its own
 //!   (as a monitoring agent would be, not one of the load generator's threads): its latency shows
 //!   whether the server stays responsive (`health`: p50/p99/max ms, failures), beside how late the
-//!   monitor itself woke (`--monitor ordinary`, the default, or `realtime`).
+//!   monitor itself woke and how long it waited for a CPU (`--monitor ordinary`, the default, or
+//!   `realtime`).
 //! - `relay`, closed loop (`--inflight W`): every peer keeps W offers of `--size` bytes (2 KB) in
 //!   flight to random peers of its network, each answered by its target; reports signals per second.
 //! - `relay`, open loop (`--rate R`): offers go out at R per second in total, each stamped with its
