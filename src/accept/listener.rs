@@ -45,8 +45,8 @@ const CONNECTION_STACK: usize = 256 * 1024;
 /// Starts the desk, the starter and the acceptor, which accepts connections until the server shuts
 /// down, handing each to the desk or the starter (see the module docs); one whose client has sent
 /// nothing yet waits a moment first (`awaiting_request`). Every [`RELIEVE_EVERY`] connections, and
-/// [`QUIET`] after the last of a burst, the work goes on on a fresh thread ([`Acceptor::relieve`]). The desk and the starter end when the
-/// last acceptor does, and then `running` is dropped.
+/// [`QUIET`] after the last of a burst, the work goes on on a fresh thread ([`Acceptor::relieve`]).
+/// The desk and the starter end when the last acceptor does, and then `running` is dropped.
 pub(crate) fn start(listener: TcpListener, state: &Arc<ServerState>, running: Sender<()>) -> Result<(), Error> {
     let handoffs = Handoffs::start(state)?;
     let state = state.clone();
@@ -108,8 +108,9 @@ struct Acceptor {
 
 impl Acceptor {
     fn run(mut self) {
+        let mut burst_over = false;
         while !self.state.is_shutting_down() {
-            if self.accepted_here >= RELIEVE_EVERY {
+            if burst_over || self.accepted_here >= RELIEVE_EVERY {
                 match self.relieve() {
                     Ok(()) => return,
                     Err(same) => self = same,
@@ -131,11 +132,8 @@ impl Acceptor {
                 }
             };
             drop(sockets);
-            if after_burst && readiness.iter().all(|r| *r == Readiness::Waiting) {
-                match self.relieve() {
-                    Ok(()) => return,
-                    Err(same) => self = same,
-                }
+            burst_over = after_burst && readiness.iter().all(|r| *r == Readiness::Waiting);
+            if burst_over {
                 continue;
             }
             // The ones that spoke (or whose wait is over) first: they were accepted earlier.
