@@ -160,14 +160,26 @@ fn healthcheck_says_whether_the_server_on_port_answers() {
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot reach"));
 }
 
-/// The threads of process `pid` named `acceptor`, by thread id.
-fn acceptor_threads(pid: u32) -> Vec<String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    let named = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok();
-    tasks
-        .filter_map(|task| task.ok()?.file_name().into_string().ok())
-        .filter(|tid| named(tid).is_some_and(|comm| comm.trim() == "acceptor"))
-        .collect()
+/// The thread id of process `pid`'s one thread named `acceptor`, once there is exactly one and it
+/// is not `previous`; waits for it at most `common::WAIT`. A thread names itself when it first
+/// runs, which may be just after the server says it listens, and a fresh acceptor likewise.
+fn the_acceptor(pid: u32, previous: Option<&str>, what: &str) -> String {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let named = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok();
+        let acceptors: Vec<String> = tasks
+            .filter_map(|task| task.ok()?.file_name().into_string().ok())
+            .filter(|tid| named(tid).is_some_and(|comm| comm.trim() == "acceptor"))
+            .collect();
+        if let [one] = acceptors.as_slice()
+            && previous != Some(one.as_str())
+        {
+            return one.clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: acceptor threads {acceptors:?}, before {previous:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The accept loop moves to a fresh thread once a burst of connections is over, even a burst of
@@ -175,18 +187,9 @@ fn acceptor_threads(pid: u32) -> Vec<String> {
 #[test]
 fn once_a_burst_of_connections_is_over_a_fresh_acceptor_waits_for_the_next() {
     let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
-    let first = acceptor_threads(running.pid());
-    assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
+    let first = the_acceptor(running.pid(), None, "one acceptor at start");
     assert_eq!(common::http_get(addr, "/health").status, 200);
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let now = acceptor_threads(running.pid());
-        if now.len() == 1 && now != first {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the acceptor was not relieved after one connection: {now:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    the_acceptor(running.pid(), Some(&first), "a fresh acceptor after one connection");
     assert_eq!(common::http_get(addr, "/health").status, 200);
 }
 
@@ -197,22 +200,12 @@ fn once_a_burst_of_connections_is_over_a_fresh_acceptor_waits_for_the_next() {
 fn after_a_connection_storm_a_fresh_acceptor_takes_over_and_the_server_goes_on() {
     let port = common::test_port().to_string();
     let (running, addr, _log) = run_binary(&[("PORT", &port), ("PEERPIGEON_WITHOUT", "fresh_after_burst")]);
-    let first = acceptor_threads(running.pid());
-    assert_eq!(first.len(), 1, "one acceptor at start: {first:?}");
-    // 300 connections: the work moves to a new thread every 64.
+    let first = the_acceptor(running.pid(), None, "one acceptor at start");
+    // 300 connections: the work moves to a new thread every 64, and the old thread ends.
     for _ in 0..300 {
         assert_eq!(common::http_get(addr, "/health").status, 200);
     }
-    let deadline = Instant::now() + common::WAIT;
-    let relieved = loop {
-        let now = acceptor_threads(running.pid());
-        if now.len() == 1 && now != first {
-            break now;
-        }
-        assert!(Instant::now() < deadline, "the acceptor was not relieved: {now:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(!relieved.contains(&first[0]), "the old acceptor thread has ended");
+    the_acceptor(running.pid(), Some(&first), "a fresh acceptor after 300 connections");
     // The new acceptor serves HTTP and WebSocket alike, and the server still shuts down promptly.
     assert_eq!(common::http_get(addr, "/health").status, 200);
     let mut peer = Client::join(addr, "n");
