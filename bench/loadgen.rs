@@ -347,6 +347,7 @@ fn discover(
 ) -> Vec<usize> {
     use std::os::fd::AsRawFd;
     let mut seen = vec![0; peers.len()];
+    let mut done = vec![false; peers.len()];
     let mut waiting: Vec<usize> = (0..peers.len()).filter(|&i| wants[i] > 0).collect();
     for &i in &waiting {
         let _ = peers[i].reader.get_ref().stream.set_nonblocking(true);
@@ -370,13 +371,11 @@ fn discover(
         if ready <= 0 {
             continue;
         }
-        let mut ended = Vec::new();
-        for (slot, fd) in fds.iter().enumerate() {
+        for (fd, &i) in fds.iter().zip(&waiting) {
             if fd.revents == 0 {
                 continue;
             }
-            let i = waiting[slot];
-            loop {
+            let ended = loop {
                 match peers[i].reader.read() {
                     Ok(Message::Text(text)) => {
                         received.fetch_add(1, Ordering::Relaxed);
@@ -385,20 +384,19 @@ fn discover(
                             seen[i] += 1;
                         }
                     }
-                    Ok(Message::Close(_)) => break ended.push(slot),
+                    Ok(Message::Close(_)) => break true,
                     Ok(_) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => break ended.push(slot),
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
                 }
-            }
-            if seen[i] >= wants[i] && ended.last() != Some(&slot) {
+            };
+            if seen[i] >= wants[i] {
                 latest_done.fetch_max(now_us(), Ordering::Relaxed);
-                ended.push(slot);
             }
+            // A peer is done once it has heard of everyone it expects, or its connection ended.
+            done[i] = ended || seen[i] >= wants[i];
         }
-        for slot in ended.into_iter().rev() {
-            waiting.remove(slot);
-        }
+        waiting.retain(|&i| !done[i]);
     }
     for peer in peers.iter() {
         let _ = peer.reader.get_ref().stream.set_nonblocking(false);

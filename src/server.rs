@@ -152,7 +152,7 @@ impl ServerHandle {
             return;
         }
         log::info!("shutting down");
-        // The accept thread is blocked in accept(); a connection of our own wakes it to see the flag.
+        // The acceptor waits in poll; a connection of our own wakes it to see the flag.
         let woken = TcpStream::connect_timeout(&wake_address(self.state.local_addr), Duration::from_secs(1)).is_ok();
         if let Some(acceptor_gone) = self.acceptor_gone.take().filter(|_| woken) {
             let _ = acceptor_gone.recv();

@@ -154,11 +154,9 @@ impl Acceptor {
         fresh_thread::continue_on_fresh_thread("acceptor", self, Acceptor::prepare_thread, Acceptor::run)
     }
 
-    /// What an acceptor thread asks for before it accepts: the short time slice (`time_slice`) and
-    /// its own heap (`service_heap`).
+    /// What an acceptor thread asks for before it accepts: what the desk asks for.
     fn prepare_thread() {
-        crate::platform::time_slice::prefer_prompt_wakeups();
-        service_heap::use_on_this_thread();
+        prepare_door_thread(Heap::Own);
     }
 }
 
@@ -254,18 +252,27 @@ impl Handoffs {
     }
 }
 
-/// Which heap a handoff thread allocates from (`service_heap`): the desk answers `/health` during
-/// connection storms and takes its own; the starter's allocations are freed by the threads it
-/// starts, so it shares glibc's with them.
+/// Which heap a door thread allocates from (`service_heap`): the acceptor and the desk answer
+/// `/health` during connection storms and take their own; the starter's allocations are freed by
+/// the threads it starts, so it shares glibc's with them.
 enum Heap {
     Own,
     Shared,
 }
 
+/// What the acceptor, the desk and the starter ask for when they start: the short time slice (see
+/// `time_slice`; the threads the starter starts inherit it), and `heap`.
+fn prepare_door_thread(heap: Heap) {
+    crate::platform::time_slice::prefer_prompt_wakeups();
+    if let Heap::Own = heap {
+        service_heap::use_on_this_thread();
+    }
+}
+
 /// Starts a thread that serves what it is handed, one item at a time, from a bounded queue that
 /// it waits on without yielding the CPU (`handoff`); returns the queue's sending side. The thread
-/// asks for the short time slice (see `time_slice`; the threads the starter starts inherit it), and
-/// ends when the returned `Handoff` is dropped.
+/// is prepared as a door thread ([`prepare_door_thread`]) and ends when the returned `Handoff` is
+/// dropped.
 fn start_handoff_thread<T: Send + 'static>(
     name: &str,
     capacity: usize,
@@ -274,10 +281,7 @@ fn start_handoff_thread<T: Send + 'static>(
 ) -> Result<handoff::Handoff<T>, Error> {
     let (waiting, arrivals) = handoff::bounded::<T>(capacity);
     spawn_named(name, move || {
-        crate::platform::time_slice::prefer_prompt_wakeups();
-        if let Heap::Own = heap {
-            service_heap::use_on_this_thread();
-        }
+        prepare_door_thread(heap);
         for item in arrivals {
             serve(item);
         }
