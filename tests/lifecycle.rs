@@ -233,7 +233,7 @@ fn nice_values(pid: u32, matches: impl Fn(&str) -> bool) -> Vec<i64> {
         .collect()
 }
 
-/// A peer's reader runs at nice 10, so that the server's own threads (here the acceptor) outweigh
+/// A peer's reader runs at nice 19, so that the server's own threads (here the acceptor) outweigh
 /// thousands of runnable readers (`platform/peer_weight.rs`). Fails with
 /// `PEERPIGEON_WITHOUT=light_readers`.
 #[test]
@@ -244,7 +244,7 @@ fn a_peers_reader_weighs_less_than_the_servers_own_threads() {
     peer.wait_for("pong", |message| message["type"] == "pong");
     // The reader has answered the ping, so it is at its weight by now; it is named after its peer.
     let readers = nice_values(running.pid(), |name| name.ends_with("-reader"));
-    assert_eq!(readers, vec![10], "the one peer's reader");
+    assert_eq!(readers, vec![19], "the one peer's reader");
     the_acceptor(running.pid(), None, "one acceptor");
     assert_eq!(nice_values(running.pid(), |name| name == "acceptor"), vec![0], "the acceptor");
 }
