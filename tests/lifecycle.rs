@@ -214,37 +214,3 @@ fn after_a_connection_storm_a_fresh_acceptor_takes_over_and_the_server_goes_on()
     let status = wait_exit(running, Duration::from_secs(10)).expect("the server exits");
     assert!(status.success(), "{status:?}");
 }
-
-/// The nice value of each of process `pid`'s threads whose name `matches`
-/// (`/proc/PID/task/TID/stat`: the 19th field, counted after the name in parentheses as the 17th).
-fn nice_values(pid: u32, matches: impl Fn(&str) -> bool) -> Vec<i64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    tasks
-        .filter_map(|task| {
-            let tid = task.ok()?.file_name().into_string().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-            if !matches(comm.trim()) {
-                return None;
-            }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-            let after_name = &stat[stat.rfind(')')? + 1..];
-            after_name.split_whitespace().nth(16)?.parse().ok()
-        })
-        .collect()
-}
-
-/// A peer's reader runs at nice 19, so that the server's own threads (here the acceptor) outweigh
-/// thousands of runnable readers (`platform/peer_weight.rs`). Fails with
-/// `PEERPIGEON_WITHOUT=light_readers`.
-#[test]
-fn a_peers_reader_weighs_less_than_the_servers_own_threads() {
-    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
-    let mut peer = Client::join(addr, "n");
-    peer.send(serde_json::json!({"type": "ping", "data": {}}));
-    peer.wait_for("pong", |message| message["type"] == "pong");
-    // The reader has answered the ping, so it is at its weight by now; it is named after its peer.
-    let readers = nice_values(running.pid(), |name| name.ends_with("-reader"));
-    assert_eq!(readers, vec![19], "the one peer's reader");
-    the_acceptor(running.pid(), None, "one acceptor");
-    assert_eq!(nice_values(running.pid(), |name| name == "acceptor"), vec![0], "the acceptor");
-}

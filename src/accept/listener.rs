@@ -331,10 +331,8 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         // The handshake's stack frames are gone before a peer is served: this thread may live for
         // hours as the peer's reader, and every stack page it ever touched stays resident.
         if let Some(peer) = handle_connection(stream, ticket, &thread_state) {
-            // A peer is one of thousands: back to the default slice, and at a reader's weight, like
-            // every other peer's reader (`time_slice`, `peer_weight`).
+            // A peer is one of thousands: back to the default slice, like every other peer's reader.
             crate::platform::time_slice::use_default_slice();
-            crate::platform::peer_weight::lighten_this_thread();
             peer::serve(peer, thread_state);
         }
     });

@@ -9,7 +9,6 @@ pub(crate) mod futex_hash;
 pub(crate) mod idle_stack;
 pub(crate) mod listen_backlog;
 pub(crate) mod malloc;
-pub(crate) mod peer_weight;
 pub(crate) mod poll;
 pub(crate) mod proc_stats;
 pub(crate) mod service_heap;
@@ -22,9 +21,9 @@ use std::sync::OnceLock;
 
 /// Whether the workaround `name` is switched off for a measurement: `PEERPIGEON_WITHOUT` lists the
 /// ones to leave out, comma-separated (`futex_hash`, `time_slice`, `http_desk`, `awaiting_request`,
-/// `listen_backlog`, `idle_stack`, `fresh_thread`, `fresh_after_burst`, `light_readers`). It exists
-/// so that each workaround's effect can be measured with and without it on the same build
-/// (docs/performance.md); a deployment has no reason to set it.
+/// `listen_backlog`, `idle_stack`, `fresh_thread`, `fresh_after_burst`). It exists so that each
+/// workaround's effect can be measured with and without it on the same build (docs/performance.md);
+/// a deployment has no reason to set it.
 pub(crate) fn switched_off(name: &str) -> bool {
     static WITHOUT: OnceLock<Vec<String>> = OnceLock::new();
     WITHOUT
