@@ -9,6 +9,7 @@
 //! Whichever way a connection ends (close frame, error, kill, even a panic in the reader), the
 //! reader's exit unregisters the peer, which tells its network it left.
 
+pub(crate) mod broadcast_gate;
 pub(crate) mod flusher;
 pub(crate) mod outbox;
 pub(crate) mod queue;

@@ -34,6 +34,7 @@ use tungstenite::Utf8Bytes;
 use tungstenite::protocol::Role;
 
 use crate::metrics::{CutOff, Dropped, Metrics};
+use crate::peer::broadcast_gate::{BROADCAST_PEERS, Gate};
 use crate::peer::flusher::Flusher;
 use crate::peer::queue::{Outbound, PeerShared, Queue, QueueBudget, UNDER_PRESSURE};
 use crate::peer::writer::{Turn, write_turn};
@@ -254,6 +255,10 @@ impl Drop for DeferWrites {
             return;
         }
         let peers = DEFERRED.with(|deferred| std::mem::take(&mut *deferred.borrow_mut()));
+        // A broadcast waits for its turn to be written (`broadcast_gate`); nothing is held meanwhile
+        // but what it is about to write.
+        let _permit = (peers.len() >= BROADCAST_PEERS && !crate::platform::switched_off("broadcast_gate"))
+            .then(|| Gate::for_broadcasts().enter());
         for (peer, flusher) in &peers {
             take_turn(peer, flusher);
         }
