@@ -919,8 +919,10 @@ fn memory_comes_back_after_a_greedy_link_goes() {
     let baseline = (0..8).map(|_| rss()).min().unwrap();
 
     let link = greedy_link(5_000, 20_000);
+    // The server reads the link's 40 MB at its own pace, after the link has sent it all: wait
+    // (bounded) until it has taken the link's peers.
+    common::wait_json(addr, "/stats", "the link's peers taken", |stats| stats["remotePeers"].as_u64() > Some(1000));
     let during = rss();
-    assert!(http_get(addr, "/stats").json()["remotePeers"].as_u64() > Some(1000), "the link's peers were not taken");
     drop(link);
     // The link's peers go at once; its other traces expire; memory comes back.
     wait_stat(addr, "remotePeers", json!(0));
