@@ -22,9 +22,8 @@ use std::sync::OnceLock;
 /// Whether the workaround `name` is switched off for a measurement: `PEERPIGEON_WITHOUT` lists the
 /// ones to leave out, comma-separated (`futex_hash`, `time_slice`, `http_desk`, `awaiting_request`,
 /// `listen_backlog`, `idle_stack`, `fresh_thread`, `fresh_after_burst`, and `broadcast_gate` in
-/// `peer/`). It exists so that each
-/// workaround's effect can be measured with and without it on the same build (docs/performance.md);
-/// a deployment has no reason to set it.
+/// `peer/`). It exists so that each workaround's effect can be measured with and without it on the
+/// same build (docs/performance.md); a deployment has no reason to set it.
 pub(crate) fn switched_off(name: &str) -> bool {
     static WITHOUT: OnceLock<Vec<String>> = OnceLock::new();
     WITHOUT
