@@ -894,20 +894,35 @@ fn memory_comes_back_after_a_greedy_link_goes() {
         let origins: Vec<String> = (0..10).map(|_| new_peer_id()).collect();
         let blob = "x".repeat(8 * 1024);
         let peers: Vec<(String, &String)> = (0..n).map(|i| (new_peer_id(), &origins[i % origins.len()])).collect();
+        // The made-up hubs the peers come from must stay alive: a hub not heard from for three
+        // heartbeats (3 s here) has its peers dropped, and a busy machine may take longer than
+        // that to read all of this. So they beat every 500 peers, every 1,000 noise rounds and at the end.
+        let beat = |link: &mut Client| {
+            for origin in &origins {
+                link.send(json!({"type": "hub-heartbeat", "relay": relay(origin, 0)}));
+            }
+        };
         for (i, (peer, origin)) in peers.iter().enumerate() {
+            if i % 500 == 0 {
+                beat(&mut link);
+            }
             link.send(json!({"type": "peer-discovered", "networkName": format!("net-{}", i % 50),
                              "data": {"peerId": peer, "blob": blob}, "relay": relay(origin, 1)}));
         }
         for (peer, origin) in &peers[..n / 2] {
             link.send(json!({"type": "peer-disconnected", "networkName": "net-0", "data": {"peerId": peer}, "relay": relay(origin, 2)}));
         }
-        for _ in 0..noise {
+        for i in 0..noise {
+            if i % 1000 == 0 {
+                beat(&mut link);
+            }
             link.send(json!({"type": "hub-heartbeat", "relay": relay(&new_peer_id(), 0)}));
             link.send(
                 json!({"type": "offer", "networkName": "n", "fromPeerId": new_peer_id(), "targetPeerId": new_peer_id(),
                              "data": {"sdp": "x"}, "relay": relay(&origins[0], 0)}),
             );
         }
+        beat(&mut link);
         link.drain();
         link
     };
