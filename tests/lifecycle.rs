@@ -182,6 +182,39 @@ fn the_acceptor(pid: u32, previous: Option<&str>, what: &str) -> String {
     }
 }
 
+/// The slice (`se.slice`, in ns) the kernel reports for thread `tid` of process `pid`, if it says.
+fn slice_of(pid: u32, tid: &str) -> Option<u64> {
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let line = sched.lines().find(|line| line.starts_with("se.slice"))?;
+    line.split(':').nth(1)?.trim().parse().ok()
+}
+
+/// A peer's reader keeps the short time slice the door's threads ask for (`platform/time_slice.rs`):
+/// all of the server's threads take short turns. Where the kernel grants no short slice (before
+/// Linux 6.12, or with `PEERPIGEON_WITHOUT=time_slice`) the acceptor's is the default one, and so is
+/// the reader's.
+#[test]
+fn a_peers_reader_takes_the_same_short_turns_as_the_acceptor() {
+    let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
+    let pid = running.pid();
+    let _peer = Client::join(addr, "n");
+    let acceptor = the_acceptor(pid, None, "one acceptor");
+    let deadline = Instant::now() + common::WAIT;
+    let reader = loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let comm = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        let reader = tasks
+            .filter_map(|task| task.ok()?.file_name().into_string().ok())
+            .find(|tid| comm(tid).trim().ends_with("-reader"));
+        if let Some(reader) = reader {
+            break reader;
+        }
+        assert!(Instant::now() < deadline, "no thread named *-reader");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(slice_of(pid, &reader), slice_of(pid, &acceptor), "the reader's slice and the acceptor's");
+}
+
 /// The accept loop moves to a fresh thread once a burst of connections is over, even a burst of
 /// one (`accept/listener.rs`, `QUIET`). Fails with `PEERPIGEON_WITHOUT=fresh_after_burst`.
 #[test]

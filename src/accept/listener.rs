@@ -261,7 +261,7 @@ enum Heap {
 }
 
 /// What the acceptor, the desk and the starter ask for when they start: the short time slice (see
-/// `time_slice`; the threads the starter starts inherit it), and `heap`.
+/// `time_slice`; the threads the starter starts, peers' readers included, inherit it), and `heap`.
 fn prepare_door_thread(heap: Heap) {
     crate::platform::time_slice::prefer_prompt_wakeups();
     if let Heap::Own = heap {
@@ -330,9 +330,8 @@ fn hand_off(stream: TcpStream, state: &Arc<ServerState>) {
         let _slot = slot;
         // The handshake's stack frames are gone before a peer is served: this thread may live for
         // hours as the peer's reader, and every stack page it ever touched stays resident.
+        // A peer's reader keeps the short slice it inherited from the starter (`time_slice`).
         if let Some(peer) = handle_connection(stream, ticket, &thread_state) {
-            // A peer is one of thousands: back to the default slice, like every other peer's reader.
-            crate::platform::time_slice::use_default_slice();
             peer::serve(peer, thread_state);
         }
     });

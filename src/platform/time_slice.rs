@@ -3,27 +3,24 @@
 //! With thousands of peers announcing at once the run queue holds thousands of runnable threads,
 //! and a woken thread that answers `/health` waits behind them. Linux's EEVDF scheduler lets a
 //! thread ask for a shorter slice (`sched_attr::sched_runtime`, Linux 6.12+): its virtual deadline
-//! comes sooner, so it is picked sooner, without getting a larger share of the CPU and without
-//! privileges. The acceptor, the HTTP desk and the starter ask for one, and the connection threads
-//! the starter starts inherit it; a connection that turns out to be a WebSocket peer goes back to
-//! the default before it is served, so peers stay equals among themselves. Elsewhere the
-//! request is refused or absent and nothing changes. Measured with `bash bench/capacity.sh`
-//! (`/health` latency during the storm; docs/performance.md).
+//! comes sooner, and once it has run its slice it gives way at the next wake-up on its CPU; no
+//! thread gets a larger share of the CPU, and no privilege is needed. The acceptor, the HTTP desk
+//! and the starter ask for one, and every connection thread the starter starts inherits it, the
+//! peers' readers included: the turns on a busy CPU are then short for all of the server's threads,
+//! so whoever wakes (the door, a reader, another process) waits behind short turns, and peers stay
+//! equals among themselves. Elsewhere the request is refused or absent and nothing changes.
+//! Measured with `bash bench/capacity.sh` and `bash bench/compare.sh` (docs/performance.md).
 
 /// The slice asked for: the shortest the kernel allows (0.1 ms; the default is 0.75 ms or more).
 const SHORT_SLICE_NS: u64 = 100_000;
 
-/// Asks for the short slice for the calling thread. Best effort: returns whether it was granted.
+/// Asks for the short slice for the calling thread and the threads it starts from then on. Best
+/// effort: returns whether it was granted.
 pub(crate) fn prefer_prompt_wakeups() -> bool {
     set_slice(SHORT_SLICE_NS)
 }
 
-/// Puts the calling thread back on the default slice.
-pub(crate) fn use_default_slice() {
-    set_slice(0);
-}
-
-/// Sets the calling thread's slice (0: the default), keeping its policy and nice value.
+/// Sets the calling thread's slice, keeping its policy and nice value.
 #[cfg(target_os = "linux")]
 fn set_slice(nanoseconds: u64) -> bool {
     const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
@@ -64,13 +61,13 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_can_shorten_its_slice_and_go_back() {
+    fn a_thread_can_shorten_its_slice_and_the_threads_it_starts_inherit_it() {
         std::thread::spawn(|| {
             let before = current_slice();
             if super::prefer_prompt_wakeups() {
-                assert_eq!(current_slice().map(|slice| slice <= super::SHORT_SLICE_NS), before.map(|_| true));
-                super::use_default_slice();
-                assert_eq!(current_slice(), before);
+                let short = current_slice();
+                assert_eq!(short.map(|slice| slice <= super::SHORT_SLICE_NS), before.map(|_| true));
+                assert_eq!(std::thread::spawn(current_slice).join().unwrap(), short);
             }
         })
         .join()
