@@ -160,18 +160,23 @@ fn healthcheck_says_whether_the_server_on_port_answers() {
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cannot reach"));
 }
 
+/// The thread ids of process `pid`'s threads whose name `matches`.
+fn threads_named(pid: u32, matches: impl Fn(&str) -> bool) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let named = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok();
+    tasks
+        .filter_map(|task| task.ok()?.file_name().into_string().ok())
+        .filter(|tid| named(tid).is_some_and(|comm| matches(comm.trim())))
+        .collect()
+}
+
 /// The thread id of process `pid`'s one thread named `acceptor`, once there is exactly one and it
 /// is not `previous`; waits for it at most `common::WAIT`. A thread names itself when it first
 /// runs, which may be just after the server says it listens, and a fresh acceptor likewise.
 fn the_acceptor(pid: u32, previous: Option<&str>, what: &str) -> String {
     let deadline = Instant::now() + common::WAIT;
     loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        let named = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok();
-        let acceptors: Vec<String> = tasks
-            .filter_map(|task| task.ok()?.file_name().into_string().ok())
-            .filter(|tid| named(tid).is_some_and(|comm| comm.trim() == "acceptor"))
-            .collect();
+        let acceptors = threads_named(pid, |name| name == "acceptor");
         if let [one] = acceptors.as_slice()
             && previous != Some(one.as_str())
         {
@@ -197,22 +202,14 @@ fn slice_of(pid: u32, tid: &str) -> Option<u64> {
 fn a_peers_reader_takes_the_same_short_turns_as_the_acceptor() {
     let (running, addr, _log) = run_binary(&[("PORT", &common::test_port().to_string())]);
     let pid = running.pid();
-    let _peer = Client::join(addr, "n");
+    let mut peer = Client::join(addr, "n");
+    peer.send(serde_json::json!({"type": "ping", "data": {}}));
+    peer.wait_for("pong", |message| message["type"] == "pong");
+    // The reader has answered the ping, so it serves its peer by now; it is named after its peer.
+    let readers = threads_named(pid, |name| name.ends_with("-reader"));
+    let [reader] = readers.as_slice() else { panic!("one reader expected: {readers:?}") };
     let acceptor = the_acceptor(pid, None, "one acceptor");
-    let deadline = Instant::now() + common::WAIT;
-    let reader = loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        let comm = |tid: &String| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-        let reader = tasks
-            .filter_map(|task| task.ok()?.file_name().into_string().ok())
-            .find(|tid| comm(tid).trim().ends_with("-reader"));
-        if let Some(reader) = reader {
-            break reader;
-        }
-        assert!(Instant::now() < deadline, "no thread named *-reader");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(slice_of(pid, &reader), slice_of(pid, &acceptor), "the reader's slice and the acceptor's");
+    assert_eq!(slice_of(pid, reader), slice_of(pid, &acceptor), "the reader's slice and the acceptor's");
 }
 
 /// The accept loop moves to a fresh thread once a burst of connections is over, even a burst of
