@@ -362,12 +362,12 @@ fn discover(
     use std::os::fd::AsRawFd;
     let mut seen = vec![0; peers.len()];
     let mut left = 0;
-    // SAFETY: plain system calls on descriptors this thread owns; `event` outlives each call.
+    // SAFETY: creates a descriptor this function owns and closes.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(epoll >= 0, "epoll_create1: {}", io::Error::last_os_error());
     let watch = |op: i32, i: usize, peer: &Peer| {
         let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
-        // SAFETY: as above.
+        // SAFETY: both descriptors are open for the whole call; `event` outlives it.
         unsafe { libc::epoll_ctl(epoll, op, peer.reader.get_ref().stream.as_raw_fd(), &mut event) };
     };
     for (i, peer) in peers.iter().enumerate() {

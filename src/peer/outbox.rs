@@ -223,8 +223,8 @@ thread_local! {
 }
 
 /// While one is held, turns this thread takes are not written at once but when the last one is
-/// let go (the registry holds one with its lock; see the module docs). Turns of 8 or more peers
-/// are a broadcast, written once a place is free (`broadcast_gate`).
+/// let go (the registry holds one with its lock; see the module docs). Turns of [`BROADCAST_PEERS`]
+/// or more peers are a broadcast, written once a place is free (`broadcast_gate`).
 pub(crate) struct DeferWrites {
     /// Tied to the thread that made it.
     _not_send: std::marker::PhantomData<*const ()>,
